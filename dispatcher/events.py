@@ -1,0 +1,274 @@
+"""Message lifecycle events: their vocabulary, the one way to record them, and history queries.
+
+Every producer (the ingest API, the mail sender, tracking, operational events) calls
+`record_events`, which writes the events and their deliveries (the outbox) in the caller's
+transaction and wakes the workers on commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from dispatcher.db import queries
+from dispatcher.errors import InvalidRequest
+
+MESSAGE_EVENT_TYPES = (
+    "queued", "sent", "delivered", "deferred", "bounced",
+    "opened", "clicked", "unsubscribed", "complained", "failed",
+)  # fmt: skip
+OPERATIONAL_EVENT_TYPES = ("callback.failing", "callback.disabled")
+EVENT_TYPES = MESSAGE_EVENT_TYPES + OPERATIONAL_EVENT_TYPES
+
+SQL = queries("events")
+
+
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000; refuse it up front rather than fail at insert."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain the NUL character")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k)
+            _no_nul(v)
+    elif isinstance(value, list):
+        for v in value:
+            _no_nul(v)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Key = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
+
+
+class _Data(BaseModel):
+    """Per-type event data: known fields are typed, anything else is kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class EngagementData(_Data):
+    userAgent: Text | None = None
+    ipAddress: Text | None = None
+
+
+class BouncedData(_Data):
+    bounceType: Literal["hard", "soft"]
+    smtpCode: int | None = None
+    reason: Text | None = None
+
+
+class ClickedData(EngagementData):
+    url: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_no_nul)]
+
+
+class FailedData(_Data):
+    reason: Annotated[str, Field(min_length=1), AfterValidator(_no_nul)]
+    statusCode: int | None = None
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messageKey: Key
+    id: Key | None = Field(None, description="Client event id; re-sending it is idempotent.")
+    occurredAt: AwareDatetime | None = None
+    definitionKey: Key | None = None
+    recipient: Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_no_nul)] | None = None
+
+    def data_dict(self) -> dict[str, Any]:
+        data = getattr(self, "data", None)
+        if data is None:
+            return {}
+        if isinstance(data, BaseModel):
+            return _no_nul(data.model_dump(exclude_none=True))
+        return data
+
+
+class GenericEvent(_EventBase):
+    type: Literal["queued", "sent", "delivered", "deferred", "unsubscribed", "complained"]
+    data: JsonObject | None = None
+
+
+class OpenedEvent(_EventBase):
+    type: Literal["opened"]
+    data: EngagementData | None = None
+
+
+class ClickedEvent(_EventBase):
+    type: Literal["clicked"]
+    data: ClickedData
+
+
+class BouncedEvent(_EventBase):
+    type: Literal["bounced"]
+    data: BouncedData
+
+
+class FailedEvent(_EventBase):
+    type: Literal["failed"]
+    data: FailedData
+
+
+EventIn = Annotated[GenericEvent | OpenedEvent | ClickedEvent | BouncedEvent | FailedEvent, Field(discriminator="type")]
+
+
+class EventBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=1000)]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event as producers inside the service hand it over (already trusted)."""
+
+    type: str
+    message_key: str
+    data: dict[str, Any]
+    client_id: str | None = None
+    occurred_at: datetime | None = None
+    definition_key: str | None = None
+    recipient: str | None = None
+
+    @classmethod
+    def from_api(cls, e: _EventBase) -> NewEvent:
+        return cls(
+            type=e.type,  # type: ignore[attr-defined]
+            message_key=e.messageKey,
+            data=e.data_dict(),
+            client_id=e.id,
+            occurred_at=e.occurredAt,
+            definition_key=e.definitionKey,
+            recipient=e.recipient,
+        )
+
+
+def event_id(n: int) -> str:
+    return f"evt_{n}"
+
+
+def event_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "eventId": event_id(row["id"]),
+        "id": row["client_id"],
+        "type": row["type"],
+        "messageKey": row["message_key"],
+        "definitionKey": row["definition_key"],
+        "recipient": row["recipient"],
+        "occurredAt": row["occurred_at"].isoformat(),
+        "recordedAt": row["recorded_at"].isoformat(),
+        "data": row["data"],
+    }
+
+
+async def record_events(
+    conn: asyncpg.Connection, account_id: int, events: list[NewEvent]
+) -> tuple[list[asyncpg.Record], int]:
+    """Store events and their deliveries; the caller owns the transaction. Returns the rows in input
+    order (the original row for a client id already stored) and how many were new."""
+    now = datetime.now(UTC)
+    rows = await conn.fetch(
+        SQL["insert_events"],
+        account_id,
+        [e.client_id for e in events],
+        [e.type for e in events],
+        [e.message_key for e in events],
+        [e.definition_key for e in events],
+        [e.recipient for e in events],
+        [e.occurred_at or now for e in events],
+        [e.data for e in events],
+    )
+    if rows:
+        status = await conn.execute(SQL["fan_out"], account_id, [r["id"] for r in rows])
+        if not status.endswith(" 0"):
+            await conn.execute(SQL["notify_deliveries"])
+    if len(rows) == len(events):
+        return sorted(rows, key=lambda r: r["id"]), len(rows)
+
+    # Some client ids were already stored (or repeated in this batch): answer with the originals.
+    inserted = sorted(rows, key=lambda r: r["id"])
+    by_client = {r["client_id"]: r for r in inserted if r["client_id"] is not None}
+    missing = [e.client_id for e in events if e.client_id is not None and e.client_id not in by_client]
+    if missing:
+        for r in await conn.fetch(SQL["events_by_client_id"], account_id, missing):
+            by_client[r["client_id"]] = r
+    fresh = iter(r for r in inserted if r["client_id"] is None)
+    ordered = [by_client[e.client_id] if e.client_id is not None else next(fresh) for e in events]
+    return ordered, len(rows)
+
+
+# --- history -------------------------------------------------------------------------------------
+
+# Delivery outcome precedence, highest first. Engagement (opened, clicked, unsubscribed,
+# complained) never overrides an outcome: it only implies the message was delivered.
+_OUTCOME_RANK = {
+    "queued": 1,
+    "deferred": 2,
+    "sent": 3,
+    "soft_bounce": 4,
+    "delivered": 5,
+    "bounced": 6,
+    "failed": 7,
+}
+ENGAGEMENT_TYPES = ("opened", "clicked", "unsubscribed", "complained")
+
+
+def message_status(events: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """The status a message's (type, data) events add up to; see README "Message status"."""
+    best, best_rank = None, 0
+    for type_, data in events:
+        key = type_
+        if type_ == "bounced" and data.get("bounceType") == "soft":
+            key = "soft_bounce"
+        elif type_ in ENGAGEMENT_TYPES:
+            key = "delivered"
+        rank = _OUTCOME_RANK.get(key, 0)
+        if rank > best_rank:
+            best, best_rank = ("bounced" if key == "soft_bounce" else key), rank
+    return best
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"e:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "e":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not one this API returned", field="cursor") from None
+
+
+async def list_events(
+    conn: asyncpg.Connection,
+    account_id: int,
+    *,
+    after_id: int,
+    types: list[str] | None,
+    message_key: str | None,
+    definition_key: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        SQL["list_events"], account_id, after_id, types, message_key, definition_key, since, until, limit
+    )
+
+
+async def message_timeline(conn: asyncpg.Connection, account_id: int, message_key: str) -> list[asyncpg.Record]:
+    return await conn.fetch(SQL["message_events"], account_id, message_key)

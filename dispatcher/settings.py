@@ -1,0 +1,102 @@
+"""Service configuration: every knob, read once from `DISPATCHER_*` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DEFAULT_RETRY_SCHEDULE: list[float] = [5, 300, 1800, 7200, 18000, 36000, 36000]
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All settings; documented one by one in README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
+
+    # --- storage ---
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL. Unset: an embedded PostgreSQL in DATA_DIR/postgres."
+    )
+    read_database_url: str | None = Field(None, description="Optional read replica for history queries.")
+    data_dir: Path = Field(Path("./var"), description="Embedded database, generated keys, maildir.")
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+
+    # --- http ---
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body (413 beyond).")
+    rate_limit_per_second: float = Field(100.0, description="Requests per second per API key (0: off).")
+    public_url: str = Field("http://127.0.0.1:8080", description="Base URL for tracking links.")
+    log_level: str = "info"
+    log_format: str = Field("auto", description="json | console | auto (console on a TTY).")
+
+    # --- secrets ---
+    secret_key: str | None = Field(
+        None, description="Fernet key encrypting signing secrets at rest; generated into DATA_DIR if unset."
+    )
+
+    # --- callbacks and delivery ---
+    allow_http_callbacks: bool = False
+    allowed_networks: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
+        default_factory=list, description="CIDRs exempt from the SSRF guard, comma separated."
+    )
+    webhook_timeout: float = Field(10.0, description="Seconds before a webhook attempt times out.")
+    retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(_DEFAULT_RETRY_SCHEDULE),
+        description="Seconds between attempts, comma separated; exhausted means failed.",
+    )
+    retry_jitter: float = Field(0.2, description="Fraction of random jitter applied to each retry delay.")
+    retry_after_max: float = Field(3600.0, description="Upper bound honoured for a Retry-After header.")
+    secret_rotation_grace: float = Field(86400.0, description="Seconds an old signing secret stays valid.")
+    failing_after: int = Field(5, description="Consecutive failures that mark a callback failing.")
+    failing_probe_interval: float = Field(30.0, description="Seconds between probes of a failing callback.")
+    disable_after: float = Field(5 * 86400.0, description="Seconds of continuous failure before disabling.")
+    worker_concurrency: int = Field(200, description="Webhook requests in flight per worker process.")
+    callback_concurrency: int = Field(10, description="Requests in flight per callback per worker.")
+    claim_batch: int = Field(200, description="Most deliveries claimed in one round trip.")
+    lease_seconds: float = Field(300.0, description="A claimed delivery returns to the queue after this.")
+    poll_interval: float = Field(1.0, description="Worker poll interval (LISTEN/NOTIFY wakes it sooner).")
+    batch_linger: float = Field(0.2, description="Seconds a partial batch waits to fill up.")
+    verification_timeout: float = 30.0
+
+    # --- sending ---
+    mail_url: str | None = Field(None, description="smtp[s]://user:pass@host:port; unset: maildir in DATA_DIR.")
+    definition_quota: int = Field(500, description="Send definitions created per rolling 7 days per account.")
+    inactive_definition_expiry: float = Field(3 * 86400.0, description="Seconds a send waits for activation.")
+    mail_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0, 3600.0, 7200.0, 14400.0], description="Deferred mail retry delays."
+    )
+    sender_concurrency: int = 20
+
+    # --- operations ---
+    metrics_token: str | None = Field(None, description="If set, /metrics requires this bearer token.")
+    retention_days: float | None = Field(None, description="Purge events, deliveries, attempts older.")
+    message_body_retention_days: float | None = Field(None, description="Purge stored rendered bodies.")
+    purge_interval: float = 300.0
+    purge_batch: int = 1000
+    shutdown_grace: float = Field(10.0, description="Seconds in-flight work may finish on SIGTERM.")
+
+    @field_validator("allowed_networks", "retry_schedule", "mail_retry_schedule", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("allowed_networks", mode="after")
+    @classmethod
+    def _networks(cls, value: list) -> list:
+        return [ipaddress.ip_network(v, strict=False) for v in value]
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.data_dir / "postgres"

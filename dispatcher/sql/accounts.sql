@@ -1,0 +1,40 @@
+-- name: create_account
+-- A new tenant.
+INSERT INTO accounts (name) VALUES ($1) RETURNING id, name, created_at
+
+-- name: get_account
+-- A tenant by name.
+SELECT id, name, created_at FROM accounts WHERE name = $1
+
+-- name: list_accounts
+-- Every tenant with its number of live keys.
+SELECT a.id, a.name, a.created_at,
+       (SELECT count(*) FROM api_keys k WHERE k.account_id = a.id AND k.revoked_at IS NULL) AS keys
+FROM accounts a ORDER BY a.id
+
+-- name: any_account
+-- Whether the database has been bootstrapped.
+SELECT EXISTS (SELECT 1 FROM accounts)
+
+-- name: create_key
+-- Store only the hash of a new key.
+INSERT INTO api_keys (account_id, key_hash, prefix, scopes, allowed_cidrs)
+VALUES ($1, $2, $3, $4, $5) RETURNING id
+
+-- name: list_keys
+-- An account's keys (never the key itself).
+SELECT id, prefix, scopes, allowed_cidrs, created_at, last_used_at, revoked_at
+FROM api_keys WHERE account_id = $1 ORDER BY id
+
+-- name: revoke_key
+-- Revoking is immediate: authentication reads revoked_at on every request.
+UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id
+
+-- name: authenticate
+-- The live key with this hash.
+SELECT k.id, k.account_id, k.scopes, k.allowed_cidrs
+FROM api_keys k WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+
+-- name: touch_key
+-- Throttled bookkeeping of when a key was last used.
+UPDATE api_keys SET last_used_at = now() WHERE id = $1

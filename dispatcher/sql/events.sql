@@ -1,0 +1,54 @@
+-- name: insert_events
+-- Insert a batch in input order; a client id already stored for the account is skipped.
+INSERT INTO events (account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data)
+SELECT $1, t.client_id, t.type, t.message_key, t.definition_key, t.recipient, t.occurred_at, t.data
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[])
+     WITH ORDINALITY AS t(client_id, type, message_key, definition_key, recipient, occurred_at, data, ord)
+ORDER BY t.ord
+ON CONFLICT (account_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+RETURNING id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
+
+-- name: events_by_client_id
+-- The stored events for client ids (idempotent replays answer with the original).
+SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
+FROM events WHERE account_id = $1 AND client_id = ANY($2::text[])
+
+-- name: fan_out
+-- The outbox: one delivery per (event, callback) for every active subscription that matches.
+-- Unverified callbacks get nothing; disabled ones accumulate pending rows until re-enabled.
+INSERT INTO deliveries (account_id, event_id, callback_id)
+SELECT DISTINCT e.account_id, e.id, s.callback_id
+FROM events e
+JOIN subscriptions s ON s.account_id = e.account_id AND s.status = 'active'
+JOIN callbacks c ON c.id = s.callback_id AND c.status <> 'pending_verification'
+WHERE e.account_id = $1 AND e.id = ANY($2::bigint[])
+  AND (s.event_types @> ARRAY[e.type] OR s.event_types @> ARRAY['*'])
+  AND (s.filters = '{}'::jsonb
+       OR (e.data || jsonb_strip_nulls(jsonb_build_object(
+             'definitionKey', e.definition_key, 'messageKey', e.message_key, 'recipient', e.recipient)))
+          @> s.filters)
+ON CONFLICT (event_id, callback_id) DO NOTHING
+
+-- name: notify_deliveries
+-- Wake workers; delivered at commit, collapsed within a transaction.
+SELECT pg_notify('dispatcher_deliveries', '')
+
+-- name: list_events
+-- Keyset page, oldest first; every filter optional.
+SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
+FROM events
+WHERE account_id = $1
+  AND id > $2
+  AND ($3::text[] IS NULL OR type = ANY($3))
+  AND ($4::text IS NULL OR message_key = $4)
+  AND ($5::text IS NULL OR definition_key = $5)
+  AND ($6::timestamptz IS NULL OR occurred_at >= $6)
+  AND ($7::timestamptz IS NULL OR occurred_at < $7)
+ORDER BY id
+LIMIT $8
+
+-- name: message_events
+-- A message's timeline, oldest first.
+SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
+FROM events WHERE account_id = $1 AND message_key = $2
+ORDER BY occurred_at, id

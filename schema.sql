@@ -1,0 +1,174 @@
+-- dispatcher: the canonical schema. Idempotent: `dispatcher migrate` (and `serve`) apply it
+-- on every start under an advisory lock; schema_version records what has been applied so
+-- later releases can add ordered migrations for existing databases.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS accounts (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- API keys: only a SHA-256 of the (256-bit random) key is stored.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id   bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    key_hash     bytea NOT NULL UNIQUE,
+    prefix       text NOT NULL,
+    scopes       text[] NOT NULL,
+    allowed_cidrs cidr[] NOT NULL DEFAULT '{}',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys (account_id);
+
+CREATE TABLE IF NOT EXISTS events (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id      bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    client_id       text,
+    type            text NOT NULL,
+    message_key     text NOT NULL,
+    definition_key  text,
+    recipient       text,
+    occurred_at     timestamptz NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    data            jsonb NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_client_id ON events (account_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_account ON events (account_id, id);
+CREATE INDEX IF NOT EXISTS events_message ON events (account_id, message_key, id);
+CREATE INDEX IF NOT EXISTS events_type ON events (account_id, type, id);
+CREATE INDEX IF NOT EXISTS events_definition ON events (account_id, definition_key, id) WHERE definition_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_recorded ON events (recorded_at);
+
+-- Callbacks: status pending_verification -> active <-> failing -> disabled.
+CREATE TABLE IF NOT EXISTS callbacks (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id           bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    name                 text NOT NULL,
+    url                  text NOT NULL,
+    description          text,
+    max_batch_size       integer NOT NULL DEFAULT 1 CHECK (max_batch_size BETWEEN 1 AND 1000),
+    status               text NOT NULL DEFAULT 'pending_verification'
+                         CHECK (status IN ('pending_verification', 'active', 'failing', 'disabled')),
+    verification_key_hash bytea,
+    verification_sent_at timestamptz,
+    secrets_version      integer NOT NULL DEFAULT 1,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    failing_since        timestamptz,
+    paused_until         timestamptz NOT NULL DEFAULT '-infinity',
+    disabled_reason      text,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (account_id, name)
+);
+CREATE INDEX IF NOT EXISTS callbacks_claimable ON callbacks (paused_until) WHERE status IN ('active', 'failing');
+
+-- Signing secrets, encrypted at rest (Fernet). Rotation adds a row and gives the old one an expiry.
+CREATE TABLE IF NOT EXISTS callback_secrets (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    callback_id  bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
+    secret_enc   bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    valid_until  timestamptz
+);
+CREATE INDEX IF NOT EXISTS callback_secrets_callback ON callback_secrets (callback_id);
+
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id   bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    callback_id  bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
+    name         text NOT NULL,
+    event_types  text[] NOT NULL,
+    filters      jsonb NOT NULL DEFAULT '{}',
+    status       text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused')),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (account_id, name)
+);
+CREATE INDEX IF NOT EXISTS subscriptions_account ON subscriptions (account_id) WHERE status = 'active';
+
+-- The outbox. A claimed row stays 'pending' with next_attempt_at pushed to its lease expiry,
+-- so a crashed worker's rows simply become due again.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id       bigint NOT NULL,
+    event_id         bigint NOT NULL REFERENCES events ON DELETE CASCADE,
+    callback_id      bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
+    status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    lease_owner      text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    last_attempt_at  timestamptz,
+    last_status_code integer,
+    last_error       text,
+    UNIQUE (event_id, callback_id)
+);
+-- Claims walk this per callback: it only holds pending rows, so finished history never slows it.
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (callback_id, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_history ON deliveries (callback_id, id);
+CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (created_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id    bigint NOT NULL,
+    delivery_id   bigint NOT NULL REFERENCES deliveries ON DELETE CASCADE,
+    number        integer NOT NULL,
+    started_at    timestamptz NOT NULL,
+    duration_ms   double precision NOT NULL,
+    status_code   integer,
+    error_kind    text,
+    response_body text
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, number);
+CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+
+CREATE TABLE IF NOT EXISTS definitions (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id      bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    definition_key  text NOT NULL,
+    name            text NOT NULL,
+    status          text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'inactive')),
+    description     text,
+    content         jsonb NOT NULL DEFAULT '{}',
+    options         jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (account_id, definition_key),
+    UNIQUE (account_id, name)
+);
+
+-- Messages: draft | scheduled | queued -> sent | failed (deferred retries stay queued).
+CREATE TABLE IF NOT EXISTS messages (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id      bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    message_key     text NOT NULL,
+    definition_key  text,
+    status          text NOT NULL CHECK (status IN ('draft', 'scheduled', 'queued', 'sent', 'failed', 'bounced')),
+    request         jsonb NOT NULL,
+    recipient       text NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz,
+    lease_owner     text,
+    rendered        jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz,
+    UNIQUE (account_id, message_key)
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt_at) WHERE status IN ('queued', 'scheduled');
+
+CREATE TABLE IF NOT EXISTS suppressions (
+    account_id  bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    address     text NOT NULL,
+    reason      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, address)
+);
+
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
