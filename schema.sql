@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     callback_id      bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
     status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'failed')),
     attempts         integer NOT NULL DEFAULT 0,
+    retry_base       integer NOT NULL DEFAULT 0,  -- attempts made before the last manual retry/recover
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     lease_owner      text,
     created_at       timestamptz NOT NULL DEFAULT now(),

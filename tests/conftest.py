@@ -159,7 +159,8 @@ class Api:
 
 
 @pytest.fixture
-async def app_client(aiohttp_client: Any, settings: Settings, database: db.Database) -> Any:
+async def app_client(database: db.Database, settings: Settings, aiohttp_client: Any) -> Any:
+    # database first: fixtures tear down in reverse, so the app stops before its pool closes
     from dispatcher.api.app import create_app
 
     return await aiohttp_client(create_app(settings, database=database))
@@ -173,3 +174,46 @@ async def api(app_client: Any, database: db.Database) -> Api:
 @pytest.fixture
 async def other_api(app_client: Any, database: db.Database) -> Api:
     return Api(app_client, await make_key(database, "globex"))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Any]:
+    from tests.receiver import Receiver
+
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+async def setup_callback(
+    api: Api, receiver: Any, *, event_types: list[str] | None = None, batch: int = 1, name: str = "hook",
+    filters: dict[str, Any] | None = None,
+) -> tuple[str, str]:  # fmt: skip
+    """Register, verify and subscribe a callback; returns (callbackId, signingSecret)."""
+    before = len(receiver.requests)
+    status, cb = await api.post("/v1/callbacks", {"name": name, "url": receiver.url, "maxBatchSize": batch})
+    assert status == 201, cb
+    requests = await receiver.wait_for(before + 1, events_only=False)
+    key = requests[before].json["verificationKey"]
+    status, body = await api.post(f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key})
+    assert status == 200 and body["status"] == "active", body
+    status, sub = await api.post(
+        "/v1/subscriptions",
+        {
+            "name": f"{name}-sub",
+            "callbackId": cb["callbackId"],
+            "eventTypes": event_types or ["*"],
+            "filters": filters or {},
+        },
+    )
+    assert status == 201, sub
+    return cb["callbackId"], cb["signingSecret"]
+
+
+async def wait_until(predicate: Any, timeout: float = 15, interval: float = 0.05) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            result = await predicate()
+            if result:
+                return result
+            await asyncio.sleep(interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -9,13 +10,16 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatcher import accounts, db
+from dispatcher import accounts, crypto, db
+from dispatcher.api import callbacks as callbacks_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api.auth import RATE_LIMITER, TokenBuckets, authorize
-from dispatcher.api.keys import DB, SERVICES, SETTINGS
+from dispatcher.api.keys import DB, KEYRING, METRICS, OUTBOUND, SERVICES, SETTINGS
 from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
+from dispatcher.delivery import outbound
+from dispatcher.delivery.worker import DeliveryWorker
 from dispatcher.logs import get_logger
 from dispatcher.settings import Settings
 
@@ -25,7 +29,7 @@ OPENAPI = web.AppKey("openapi", dict)
 
 
 def routers() -> list[Router]:
-    return [health.router, events_api.router]
+    return [health.router, events_api.router, callbacks_api.router]
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
@@ -67,6 +71,11 @@ async def _lifecycle(
     settings = app[SETTINGS]
     owned = database is None
     app[DB] = database if database is not None else await db.open_database(settings)
+    app[KEYRING] = crypto.load_keyring(settings)
+    app[OUTBOUND] = outbound.make_session(
+        allowed=settings.allowed_networks, limit=20, timeout=settings.verification_timeout
+    )
+    app[callbacks_api.VERIFICATIONS] = set()
     if bootstrap:
         async with app[DB].pool.acquire() as conn:
             key = await accounts.bootstrap(conn)
@@ -81,15 +90,26 @@ async def _lifecycle(
     finally:
         for service in reversed(services):
             await service.stop()
+        verifications: set[asyncio.Task[None]] = app[callbacks_api.VERIFICATIONS]
+        for task in verifications:
+            task.cancel()
+        await asyncio.gather(*verifications, return_exceptions=True)
+        await app[OUTBOUND].close()
         if owned:
             await app[DB].close()
             if app[DB].server is not None:
                 log.info("embedded postgres stays up for other processes until the last one exits")
 
 
+def _delivery_worker(app: web.Application) -> DeliveryWorker:
+    return DeliveryWorker(app[DB], app[SETTINGS], app[KEYRING], app.get(METRICS))
+
+
 def background_services(role: str) -> list[Callable[[web.Application], Any]]:
     """Workers this process runs for `role`; each has async start() and stop()."""
-    return []
+    if role == "api":
+        return []
+    return [_delivery_worker]
 
 
 def create_app(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from dispatcher.accounts import Principal
+from dispatcher.crypto import Keyring
 from dispatcher.db import Database
 from dispatcher.settings import Settings
 
@@ -16,3 +18,5 @@ SERVICES = web.AppKey("services", dict[str, Any])
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 METRICS = web.AppKey("metrics", object)
+KEYRING = web.AppKey("keyring", Keyring)
+OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)

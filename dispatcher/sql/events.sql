@@ -16,13 +16,14 @@ FROM events WHERE account_id = $1 AND client_id = ANY($2::text[])
 -- name: fan_out
 -- The outbox: one delivery per (event, callback) for every active subscription that matches.
 -- Unverified callbacks get nothing; disabled ones accumulate pending rows until re-enabled.
+-- '*' means every message event; operational events (callback.*) must be named explicitly.
 INSERT INTO deliveries (account_id, event_id, callback_id)
 SELECT DISTINCT e.account_id, e.id, s.callback_id
 FROM events e
 JOIN subscriptions s ON s.account_id = e.account_id AND s.status = 'active'
 JOIN callbacks c ON c.id = s.callback_id AND c.status <> 'pending_verification'
 WHERE e.account_id = $1 AND e.id = ANY($2::bigint[])
-  AND (s.event_types @> ARRAY[e.type] OR s.event_types @> ARRAY['*'])
+  AND (s.event_types @> ARRAY[e.type] OR (s.event_types @> ARRAY['*'] AND e.type NOT LIKE 'callback.%'))
   AND (s.filters = '{}'::jsonb
        OR (e.data || jsonb_strip_nulls(jsonb_build_object(
              'definitionKey', e.definition_key, 'messageKey', e.message_key, 'recipient', e.recipient)))

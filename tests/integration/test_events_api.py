@@ -289,7 +289,7 @@ async def test_unknown_route_is_404_and_wrong_method_is_405_as_json(api: Api):
     assert status == 405 and body["error"]["code"] == "method_not_allowed"
 
 
-async def test_rate_limit_answers_429_with_retry_after(aiohttp_client, settings, database):
+async def test_rate_limit_answers_429_with_retry_after(database, settings, aiohttp_client):
     from dispatcher.api.app import create_app
 
     client = await aiohttp_client(

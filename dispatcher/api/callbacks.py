@@ -1,0 +1,369 @@
+"""HTTP handlers for callbacks, subscriptions and delivery history."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from dispatcher import callbacks, deliveries, events
+from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
+from dispatcher.api.routing import Call, Router
+from dispatcher.delivery import outbound
+from dispatcher.errors import InvalidRequest
+from dispatcher.logs import get_logger
+
+router = Router()
+log = get_logger("dispatcher.callbacks")
+VERIFICATIONS = web.AppKey("verifications", set[asyncio.Task[None]])
+
+Name = Annotated[events.Text, Field(min_length=1, max_length=100)]
+Url = Annotated[events.Text, Field(min_length=1, max_length=2048)]
+Description = Annotated[events.Text, Field(max_length=1000)]
+FilterValue = Annotated[str, Field(max_length=200)] | int | bool
+if TYPE_CHECKING:
+    SubscribableType = str
+else:
+    SubscribableType = Literal[events.EVENT_TYPES + ("*",)]
+
+
+class CallbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    url: Url
+    maxBatchSize: int = Field(1, ge=1, le=1000)
+    description: Description | None = None
+
+
+class CallbackPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    url: Url | None = None
+    maxBatchSize: int | None = Field(None, ge=1, le=1000)
+    description: Description | None = None
+    status: Literal["active", "disabled"] | None = Field(None, description="'active' re-enables a disabled callback.")
+
+
+class CallbackOut(BaseModel):
+    callbackId: str
+    name: str
+    url: str
+    description: str | None
+    maxBatchSize: int
+    status: str
+    consecutiveFailures: int
+    failingSince: str | None
+    disabledReason: str | None
+    createdAt: str
+    updatedAt: str
+    signingSecret: str | None = None
+
+
+class CallbackListOut(BaseModel):
+    callbacks: list[CallbackOut]
+
+
+class VerifyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    verificationKey: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class SecretOut(BaseModel):
+    signingSecret: str
+
+
+class SubscriptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    callbackId: Annotated[str, Field(min_length=1, max_length=40)]
+    eventTypes: Annotated[list[SubscribableType], Field(min_length=1, max_length=20)]
+    filters: Annotated[dict[Annotated[str, Field(max_length=100)], FilterValue], Field(max_length=20)] = {}
+    status: Literal["active", "paused"] = "active"
+
+
+class SubscriptionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    eventTypes: Annotated[list[SubscribableType], Field(min_length=1, max_length=20)] | None = None
+    filters: Annotated[dict[Annotated[str, Field(max_length=100)], FilterValue], Field(max_length=20)] | None = None
+    status: Literal["active", "paused"] | None = None
+
+
+class SubscriptionOut(BaseModel):
+    subscriptionId: str
+    name: str
+    callbackId: str
+    eventTypes: list[str]
+    filters: dict[str, Any]
+    status: str
+    createdAt: str
+    updatedAt: str
+
+
+class SubscriptionListOut(BaseModel):
+    subscriptions: list[SubscriptionOut]
+
+
+class SubscriptionsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    callbackId: str | None = Field(None, max_length=40)
+
+
+class DeliveriesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["pending", "succeeded", "failed"] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = Field(None, max_length=200)
+
+
+class AttemptOut(BaseModel):
+    number: int
+    startedAt: str
+    durationMs: float
+    statusCode: int | None
+    errorKind: str | None
+    responseBody: str | None
+
+
+class DeliveryOut(BaseModel):
+    deliveryId: str
+    eventId: str
+    callbackId: str
+    eventType: str
+    messageKey: str
+    status: str
+    attemptCount: int
+    nextAttemptAt: str | None
+    lastAttemptAt: str | None
+    lastStatusCode: int | None
+    lastError: str | None
+    createdAt: str
+
+
+class DeliveryDetailOut(DeliveryOut):
+    attempts: list[AttemptOut]
+
+
+class DeliveryListOut(BaseModel):
+    deliveries: list[DeliveryOut]
+    nextCursor: str | None
+
+
+class RecoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+
+
+class RecoverOut(BaseModel):
+    requeued: int
+
+
+class Accepted(BaseModel):
+    status: str
+
+
+def _account(call: Call) -> int:
+    assert call.principal is not None
+    return call.principal.account_id
+
+
+async def _check_url(call: Call, url: str) -> None:
+    s = call.app[SETTINGS]
+    await outbound.check_url(url, allow_http=s.allow_http_callbacks, allowed=s.allowed_networks)
+
+
+def _send_verification(app: web.Application, row: Any, key: str) -> None:
+    """After commit, POST the verification key to the URL in the background."""
+
+    async def send() -> None:
+        try:
+            keys = await callbacks.signing_keys(app[DB].pool, app[KEYRING], row["id"])
+            resp = await callbacks.send_verification(app[OUTBOUND], keys, row, key, app[SETTINGS].allowed_networks)
+            log.info("verification sent", callback_id=f"cb_{row['id']}", status=resp.status, error=resp.error_kind)
+        except Exception:
+            log.exception("verification failed", callback_id=f"cb_{row['id']}")
+
+    task = asyncio.create_task(send())
+    app[VERIFICATIONS].add(task)
+    task.add_done_callback(app[VERIFICATIONS].discard)
+
+
+# --- callbacks -------------------------------------------------------------------------------
+
+
+@router.route("POST", "/v1/callbacks", summary="Register a callback URL (sends it a verification key)",
+              scope="callbacks:manage", body=CallbackIn, response=CallbackOut, status=201, tag="callbacks")  # fmt: skip
+async def create_callback(call: Call) -> Any:
+    body: CallbackIn = call.body
+    await _check_url(call, body.url)
+    async with call.app[DB].pool.acquire() as conn:
+        row, secret, key = await callbacks.create_callback(
+            conn, call.app[KEYRING], _account(call), name=body.name, url=body.url,
+            description=body.description, max_batch_size=body.maxBatchSize,
+        )  # fmt: skip
+    _send_verification(call.app, row, key)
+    return {**callbacks.callback_json(row), "signingSecret": secret}
+
+
+@router.route("GET", "/v1/callbacks", summary="List callbacks", scope="callbacks:manage",
+              response=CallbackListOut, tag="callbacks")  # fmt: skip
+async def list_callbacks(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        rows = await callbacks.list_callbacks(conn, _account(call))
+    return {"callbacks": [callbacks.callback_json(r) for r in rows]}
+
+
+@router.route("GET", "/v1/callbacks/{callbackId}", summary="Get a callback", scope="callbacks:manage",
+              response=CallbackOut, tag="callbacks")  # fmt: skip
+async def get_callback(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        return callbacks.callback_json(await callbacks.get_callback(conn, _account(call), call.path("callbackId")))
+
+
+@router.route("PATCH", "/v1/callbacks/{callbackId}", summary="Change a callback; status 'active' re-enables it",
+              scope="callbacks:manage", body=CallbackPatch, response=CallbackOut, tag="callbacks")  # fmt: skip
+async def patch_callback(call: Call) -> Any:
+    changes = call.body.model_dump(exclude_unset=True)
+    if changes.get("url"):
+        await _check_url(call, changes["url"])
+    for name in ("name", "maxBatchSize", "status"):
+        if name in changes and changes[name] is None:
+            raise InvalidRequest("must not be null", field=name)
+    async with call.app[DB].pool.acquire() as conn, conn.transaction():
+        row, key = await callbacks.update_callback(conn, _account(call), call.path("callbackId"), changes)
+    if key:
+        _send_verification(call.app, row, key)
+    return callbacks.callback_json(row)
+
+
+@router.route("DELETE", "/v1/callbacks/{callbackId}", summary="Delete a callback, its subscriptions and deliveries",
+              scope="callbacks:manage", status=204, tag="callbacks")  # fmt: skip
+async def delete_callback(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        await callbacks.delete_callback(conn, _account(call), call.path("callbackId"))
+    return web.Response(status=204)
+
+
+@router.route("POST", "/v1/callbacks/{callbackId}/verify", summary="Prove control of the URL",
+              scope="callbacks:manage", body=VerifyIn, response=CallbackOut, tag="callbacks")  # fmt: skip
+async def verify_callback(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        row = await callbacks.verify(conn, _account(call), call.path("callbackId"), call.body.verificationKey)
+    return callbacks.callback_json(row)
+
+
+@router.route("POST", "/v1/callbacks/{callbackId}/verification", summary="Send a fresh verification key",
+              scope="callbacks:manage", response=Accepted, status=202, tag="callbacks")  # fmt: skip
+async def resend_verification(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        row, key = await callbacks.new_verification(conn, _account(call), call.path("callbackId"))
+    _send_verification(call.app, row, key)
+    return {"status": "sent"}
+
+
+@router.route("POST", "/v1/callbacks/{callbackId}/rotate-secret",
+              summary="New signing secret; the old one keeps signing during the grace period",
+              scope="callbacks:manage", response=SecretOut, tag="callbacks")  # fmt: skip
+async def rotate_secret(call: Call) -> Any:
+    grace = call.app[SETTINGS].secret_rotation_grace
+    async with call.app[DB].pool.acquire() as conn:
+        secret = await callbacks.rotate_secret(conn, call.app[KEYRING], _account(call), call.path("callbackId"), grace)
+    return {"signingSecret": secret}
+
+
+@router.route("GET", "/v1/callbacks/{callbackId}/deliveries", summary="A callback's deliveries, oldest first",
+              scope="events:read", query=DeliveriesQuery, response=DeliveryListOut, tag="deliveries")  # fmt: skip
+async def list_deliveries(call: Call) -> Any:
+    q: DeliveriesQuery = call.query
+    async with call.app[DB].read_pool.acquire() as conn:
+        cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
+        rows = await deliveries.list_deliveries(
+            conn, _account(call), cb["id"], after_id=events.decode_cursor(q.cursor), status=q.status,
+            since=q.since, until=q.until, limit=q.limit,
+        )  # fmt: skip
+    cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
+    return {"deliveries": [deliveries.delivery_json(r) for r in rows], "nextCursor": cursor}
+
+
+@router.route("POST", "/v1/callbacks/{callbackId}/recover", summary="Re-queue failed deliveries in a window",
+              scope="callbacks:manage", body=RecoverIn, response=RecoverOut, tag="deliveries")  # fmt: skip
+async def recover(call: Call) -> Any:
+    body: RecoverIn = call.body
+    if body.until is not None and body.until <= body.since:
+        raise InvalidRequest("must be later than since", field="until")
+    async with call.app[DB].pool.acquire() as conn, conn.transaction():
+        cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
+        count = await deliveries.recover(conn, _account(call), cb["id"], body.since, body.until)
+    return {"requeued": count}
+
+
+@router.route("GET", "/v1/deliveries/{deliveryId}", summary="A delivery and all its attempts",
+              scope="events:read", response=DeliveryDetailOut, tag="deliveries")  # fmt: skip
+async def get_delivery(call: Call) -> Any:
+    async with call.app[DB].read_pool.acquire() as conn:
+        return await deliveries.get_delivery(conn, _account(call), call.path("deliveryId"))
+
+
+@router.route("POST", "/v1/deliveries/{deliveryId}/retry", summary="Send a delivery again now, whatever its state",
+              scope="callbacks:manage", response=Accepted, status=202, tag="deliveries")  # fmt: skip
+async def retry_delivery(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn, conn.transaction():
+        await deliveries.retry(conn, _account(call), call.path("deliveryId"))
+    return {"status": "pending"}
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+@router.route("POST", "/v1/subscriptions", summary="Subscribe a callback to event types",
+              scope="callbacks:manage", body=SubscriptionIn, response=SubscriptionOut, status=201,
+              tag="subscriptions")  # fmt: skip
+async def create_subscription(call: Call) -> Any:
+    b: SubscriptionIn = call.body
+    async with call.app[DB].pool.acquire() as conn:
+        row = await callbacks.create_subscription(
+            conn, _account(call), name=b.name, callback_id=b.callbackId, event_types=b.eventTypes,
+            filters=b.filters, status=b.status,
+        )  # fmt: skip
+    return callbacks.subscription_json(row)
+
+
+@router.route("GET", "/v1/subscriptions", summary="List subscriptions", scope="callbacks:manage",
+              query=SubscriptionsQuery, response=SubscriptionListOut, tag="subscriptions")  # fmt: skip
+async def list_subscriptions(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        rows = await callbacks.list_subscriptions(conn, _account(call), call.query.callbackId)
+    return {"subscriptions": [callbacks.subscription_json(r) for r in rows]}
+
+
+@router.route("GET", "/v1/subscriptions/{subscriptionId}", summary="Get a subscription", scope="callbacks:manage",
+              response=SubscriptionOut, tag="subscriptions")  # fmt: skip
+async def get_subscription(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        row = await callbacks.get_subscription(conn, _account(call), call.path("subscriptionId"))
+    return callbacks.subscription_json(row)
+
+
+@router.route("PATCH", "/v1/subscriptions/{subscriptionId}", summary="Change, pause or resume a subscription",
+              scope="callbacks:manage", body=SubscriptionPatch, response=SubscriptionOut, tag="subscriptions")  # fmt: skip
+async def patch_subscription(call: Call) -> Any:
+    changes = call.body.model_dump(exclude_unset=True)
+    for name, value in changes.items():
+        if value is None:
+            raise InvalidRequest("must not be null", field=name)
+    async with call.app[DB].pool.acquire() as conn:
+        row = await callbacks.update_subscription(conn, _account(call), call.path("subscriptionId"), changes)
+    return callbacks.subscription_json(row)
+
+
+@router.route("DELETE", "/v1/subscriptions/{subscriptionId}", summary="Delete a subscription",
+              scope="callbacks:manage", status=204, tag="subscriptions")  # fmt: skip
+async def delete_subscription(call: Call) -> Any:
+    async with call.app[DB].pool.acquire() as conn:
+        await callbacks.delete_subscription(conn, _account(call), call.path("subscriptionId"))
+    return web.Response(status=204)

@@ -1,0 +1,223 @@
+"""Callbacks (receiver URLs, ownership check, signing secrets) and subscriptions (what each receives)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from dispatcher import __version__, ids
+from dispatcher.crypto import Keyring, new_signing_secret
+from dispatcher.db import queries
+from dispatcher.delivery import outbound, signing
+from dispatcher.errors import Conflict, InvalidRequest, NotFound
+
+SQL = queries("callbacks")
+VERIFICATION_VALID_FOR = timedelta(hours=4)  # as in ENS
+USER_AGENT = f"dispatcher/{__version__}"
+
+
+def _hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def callback_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "callbackId": ids.encode("cb", row["id"]),
+        "name": row["name"],
+        "url": row["url"],
+        "description": row["description"],
+        "maxBatchSize": row["max_batch_size"],
+        "status": row["status"],
+        "consecutiveFailures": row["consecutive_failures"],
+        "failingSince": row["failing_since"].isoformat() if row["failing_since"] else None,
+        "disabledReason": row["disabled_reason"],
+        "createdAt": row["created_at"].isoformat(),
+        "updatedAt": row["updated_at"].isoformat(),
+    }
+
+
+async def create_callback(
+    conn: asyncpg.Connection, keyring: Keyring, account_id: int, *, name: str, url: str,
+    description: str | None, max_batch_size: int,
+) -> tuple[asyncpg.Record, str, str]:  # fmt: skip
+    """Returns (row, signing secret, verification key); both secrets are shown only now."""
+    secret, verification_key = new_signing_secret(), secrets.token_urlsafe(24)
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                SQL["create_callback"], account_id, name, url, description, max_batch_size, _hash(verification_key)
+            )
+            await conn.execute(SQL["add_secret"], row["id"], keyring.encrypt(secret))
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"a callback named {name!r} already exists", field="name") from None
+    return row, secret, verification_key
+
+
+async def get_callback(conn: asyncpg.Connection, account_id: int, callback_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(SQL["get_callback"], ids.decode("cb", callback_id, "callback"), account_id)
+    if row is None:
+        raise NotFound("no such callback")
+    return row
+
+
+async def list_callbacks(conn: asyncpg.Connection, account_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SQL["list_callbacks"], account_id)
+
+
+async def update_callback(
+    conn: asyncpg.Connection, account_id: int, callback_id: str, changes: dict[str, Any]
+) -> tuple[asyncpg.Record, str | None]:
+    """Apply a PATCH. A new URL must be verified again: returns the new verification key then."""
+    current = await get_callback(conn, account_id, callback_id)
+    status = changes.get("status")
+    if status and current["status"] == "pending_verification":
+        raise InvalidRequest("verify the callback before changing its status", field="status")
+    verification_key = None
+    if changes.get("url") and changes["url"] != current["url"]:
+        verification_key = secrets.token_urlsafe(24)
+        status = "pending_verification"
+    try:
+        row = await conn.fetchrow(
+            SQL["update_callback"], current["id"], account_id, changes.get("name"), changes.get("url"),
+            "description" in changes, changes.get("description"), changes.get("maxBatchSize"), status,
+            _hash(verification_key) if verification_key else None,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError:
+        raise Conflict("a callback with this name already exists", field="name") from None
+    if status == "active" and current["status"] == "disabled":
+        # Deliveries that waited while it was disabled flow again, oldest first.
+        await conn.execute(
+            "UPDATE deliveries SET next_attempt_at = now() WHERE callback_id = $1 AND status = 'pending'"
+            " AND next_attempt_at > now()",
+            current["id"],
+        )
+    return row, verification_key
+
+
+async def delete_callback(conn: asyncpg.Connection, account_id: int, callback_id: str) -> None:
+    if await conn.fetchval(SQL["delete_callback"], ids.decode("cb", callback_id, "callback"), account_id) is None:
+        raise NotFound("no such callback")
+
+
+async def new_verification(conn: asyncpg.Connection, account_id: int, callback_id: str) -> tuple[asyncpg.Record, str]:
+    row = await get_callback(conn, account_id, callback_id)
+    if row["status"] != "pending_verification":
+        raise Conflict("this callback is already verified", field="callbackId")
+    key = secrets.token_urlsafe(24)
+    row = await conn.fetchrow(SQL["new_verification"], row["id"], account_id, _hash(key))
+    return row, key
+
+
+async def verify(conn: asyncpg.Connection, account_id: int, callback_id: str, key: str) -> asyncpg.Record:
+    row = await get_callback(conn, account_id, callback_id)
+    if row["status"] != "pending_verification":
+        return row  # verifying twice is harmless
+    expected = row["verification_key_hash"]
+    if expected is None or not hmac.compare_digest(bytes(expected), _hash(key)):
+        raise InvalidRequest(
+            "verification key does not match", field="verificationKey", code="invalid_verification_key"
+        )
+    if datetime.now(UTC) - row["verification_sent_at"] > VERIFICATION_VALID_FOR:
+        raise InvalidRequest("verification key expired; request a new one", field="verificationKey", code="expired")
+    return await conn.fetchrow(SQL["mark_verified"], row["id"], account_id)
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection, keyring: Keyring, account_id: int, callback_id: str, grace: float
+) -> str:
+    row = await get_callback(conn, account_id, callback_id)
+    secret = new_signing_secret()
+    async with conn.transaction():
+        await conn.execute(SQL["expire_secrets"], row["id"], grace)
+        await conn.execute(SQL["add_secret"], row["id"], keyring.encrypt(secret))
+        await conn.execute(SQL["bump_secrets_version"], row["id"])
+    return secret
+
+
+async def signing_keys(conn: asyncpg.Connection | asyncpg.Pool, keyring: Keyring, callback_id: int) -> list[bytes]:
+    rows = await conn.fetch(SQL["live_secrets"], callback_id)
+    return [signing.secret_bytes(keyring.decrypt(r["secret_enc"])) for r in rows]
+
+
+async def send_verification(
+    session: aiohttp.ClientSession, keys: list[bytes], row: asyncpg.Record, key: str, allowed: list[Any]
+) -> outbound.Response:
+    """POST {callbackId, verificationKey} to the URL (signed like every request, so it can be trusted)."""
+    callback_id = ids.encode("cb", row["id"])
+    body = orjson.dumps({"callbackId": callback_id, "verificationKey": key})
+    msg_id = f"verify_{row['id']}_{secrets.token_hex(4)}"
+    headers = signing.headers(keys, msg_id, int(time.time()), body, USER_AGENT)
+    return await outbound.post(session, row["url"], body, headers, allowed)
+
+
+# --- subscriptions -----------------------------------------------------------------------------
+
+
+def subscription_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "subscriptionId": ids.encode("sub", row["id"]),
+        "name": row["name"],
+        "callbackId": ids.encode("cb", row["callback_id"]),
+        "eventTypes": list(row["event_types"]),
+        "filters": row["filters"],
+        "status": row["status"],
+        "createdAt": row["created_at"].isoformat(),
+        "updatedAt": row["updated_at"].isoformat(),
+    }
+
+
+async def create_subscription(
+    conn: asyncpg.Connection, account_id: int, *, name: str, callback_id: str, event_types: list[str],
+    filters: dict[str, Any], status: str,
+) -> asyncpg.Record:  # fmt: skip
+    callback = await get_callback(conn, account_id, callback_id)
+    try:
+        return await conn.fetchrow(
+            SQL["create_subscription"], account_id, callback["id"], name, event_types, filters, status
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"a subscription named {name!r} already exists", field="name") from None
+
+
+async def get_subscription(conn: asyncpg.Connection, account_id: int, subscription_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(SQL["get_subscription"], ids.decode("sub", subscription_id, "subscription"), account_id)
+    if row is None:
+        raise NotFound("no such subscription")
+    return row
+
+
+async def list_subscriptions(
+    conn: asyncpg.Connection, account_id: int, callback_id: str | None
+) -> list[asyncpg.Record]:
+    cb = ids.decode("cb", callback_id, "callback") if callback_id else None
+    return await conn.fetch(SQL["list_subscriptions"], account_id, cb)
+
+
+async def update_subscription(
+    conn: asyncpg.Connection, account_id: int, subscription_id: str, changes: dict[str, Any]
+) -> asyncpg.Record:
+    sid = ids.decode("sub", subscription_id, "subscription")
+    try:
+        row = await conn.fetchrow(
+            SQL["update_subscription"], sid, account_id, changes.get("name"), changes.get("eventTypes"),
+            changes.get("filters"), changes.get("status"),
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError:
+        raise Conflict("a subscription with this name already exists", field="name") from None
+    if row is None:
+        raise NotFound("no such subscription")
+    return row
+
+
+async def delete_subscription(conn: asyncpg.Connection, account_id: int, subscription_id: str) -> None:
+    sid = ids.decode("sub", subscription_id, "subscription")
+    if await conn.fetchval(SQL["delete_subscription"], sid, account_id) is None:
+        raise NotFound("no such subscription")

@@ -1,0 +1,64 @@
+"""Key material: the master key that encrypts signing secrets at rest and derives the tracking-token key.
+
+The master key comes from DISPATCHER_SECRET_KEY, or is generated once into DATA_DIR/secret.key.
+Every process that shares a database must share this key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from dispatcher.settings import Settings
+
+SECRET_PREFIX = "whsec_"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    fernet: Fernet
+    tracking_key: bytes
+
+    def encrypt(self, value: str) -> bytes:
+        return self.fernet.encrypt(value.encode())
+
+    def decrypt(self, token: bytes) -> str:
+        try:
+            return self.fernet.decrypt(bytes(token)).decode()
+        except InvalidToken:
+            raise RuntimeError(
+                "cannot decrypt a signing secret: DISPATCHER_SECRET_KEY differs from the one used"
+            ) from None
+
+
+def _master_key(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = Path(settings.data_dir) / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(Fernet.generate_key())
+    return path.read_bytes().strip()
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    try:
+        master = _master_key(settings)
+    except FileExistsError:  # another process generated it between our check and create
+        master = _master_key(settings)
+    fernet = Fernet(master)
+    tracking = hmac.new(base64.urlsafe_b64decode(master), b"dispatcher tracking tokens", hashlib.sha256).digest()
+    return Keyring(fernet, tracking)
+
+
+def new_signing_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()

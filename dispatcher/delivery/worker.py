@@ -1,0 +1,372 @@
+"""The webhook worker: claim due deliveries (lease, commit), POST them, record outcomes in batches.
+
+loop: claim → one task per request (a single event, or a batch for batching callbacks)
+      → wait for a NOTIFY, a freed slot, the poll interval, or stop — whichever comes first.
+task: sign → POST (no transaction open) → hand the outcome to the completion buffer.
+flush: one transaction for many outcomes: deliveries, attempt log, callback health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import secrets
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from dispatcher import callbacks, events, ids
+from dispatcher.crypto import Keyring
+from dispatcher.db import Database, queries
+from dispatcher.delivery import outbound, policy, signing
+from dispatcher.logs import get_logger
+from dispatcher.settings import Settings
+
+log = get_logger("dispatcher.delivery")
+SQL = queries("deliveries")
+CHANNEL = "dispatcher_deliveries"
+KEYS_TTL = 30.0  # seconds; rotation bumps a version, this only ages out expired old secrets
+
+
+@dataclass(slots=True)
+class Job:
+    """One HTTP request: a callback and the claimed rows it carries (one, or a batch)."""
+
+    callback_id: int
+    account_id: int
+    url: str
+    batched: bool
+    secrets_version: int
+    rows: list[asyncpg.Record]
+
+
+@dataclass(slots=True)
+class Outcome:
+    job: Job
+    response: outbound.Response
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait for the event or the timeout (asyncio.timeout: cancellation is never swallowed)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
+def event_payload(r: asyncpg.Record) -> dict[str, Any]:
+    occurred = r["occurred_at"].isoformat()
+    data = {
+        **r["data"],
+        "eventId": events.event_id(r["event_id"]),
+        "messageKey": r["message_key"],
+        "definitionKey": r["definition_key"],
+        "recipient": r["recipient"],
+        "occurredAt": occurred,
+    }
+    return {"type": r["type"], "timestamp": occurred, "data": data}
+
+
+def request_body(job: Job) -> tuple[str, bytes]:
+    """(webhook-id, body). The id is stable across retries of the same delivery."""
+    if not job.batched:
+        r = job.rows[0]
+        return ids.encode("dlv", r["id"]), orjson.dumps(event_payload(r))
+    ordered = sorted(job.rows, key=lambda r: (r["occurred_at"], r["event_id"]))
+    digest = hashlib.sha256(",".join(str(r["id"]) for r in ordered).encode()).hexdigest()[:24]
+    return f"batch_{digest}", orjson.dumps([event_payload(r) for r in ordered])
+
+
+class DeliveryWorker:
+    def __init__(self, database: Database, settings: Settings, keyring: Keyring, metrics: Any = None):
+        self.db, self.settings, self.keyring, self.metrics = database, settings, keyring, metrics
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.retry = policy.RetryPolicy(tuple(settings.retry_schedule), settings.retry_jitter, settings.retry_after_max)
+        self.rules = policy.HealthRules(
+            settings.failing_after,
+            timedelta(seconds=settings.disable_after),
+            timedelta(seconds=settings.failing_probe_interval),
+        )
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._closed = False
+        self._notified = False
+        self._tasks: dict[asyncio.Task[None], Job] = {}
+        self._local: defaultdict[int, int] = defaultdict(int)  # jobs held per callback
+        self._limits: dict[int, asyncio.Semaphore] = {}
+        self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
+        self._outcomes: list[Outcome] = []
+        self._flush_now = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self.session = outbound.make_session(
+            allowed=s.allowed_networks, limit=s.worker_concurrency, timeout=s.webhook_timeout
+        )
+        self._loop_task = asyncio.create_task(self._run(), name="delivery-loop")
+        self._flush_task = asyncio.create_task(self._flusher(), name="delivery-flush")
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight requests finish within the grace period, hand back the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task:
+            await self._loop_task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.settings.shutdown_grace)
+        unfinished = [t for t in self._tasks if not t.done()]
+        held = [r["id"] for t in unfinished for r in self._tasks[t].rows]
+        for t in unfinished:
+            t.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        self._closed = True
+        self._flush_now.set()
+        if self._flush_task:
+            await self._flush_task
+        try:
+            await self._flush()
+            if held:
+                await self.db.pool.execute(SQL["release"], self.id, held)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("could not hand back leases; they expire by themselves", error=str(exc))
+        finally:
+            if self._listener is not None and not self._listener.is_closed():
+                self._listener.terminate()
+            await self.session.close()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _on_notify(self, *_: Any) -> None:
+        self._notified = True
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await asyncpg.connect(self.db.url, timeout=5)
+            await self._listener.add_listener(CHANNEL, self._on_notify)
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._listen()
+                claimed = await self._claim() if self._free() > 0 else []
+                failures = 0
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                failures += 1
+                log.warning("claim failed; retrying", error=str(exc) or type(exc).__name__, attempt=failures)
+                self._listener = None
+                await self._sleep(min(0.2 * 2**failures, 5.0))
+                continue
+            for job in self._group(claimed):
+                self._spawn(job)
+            if len(claimed) < self.settings.claim_batch or self._free() <= 0:
+                await self._sleep(self.settings.batch_linger if self._notified else self.settings.poll_interval)
+
+    async def _sleep(self, timeout: float) -> None:
+        self._notified = False
+        await wait_event(self._wake, timeout)
+        self._wake.clear()
+
+    def _free(self) -> int:
+        return self.settings.worker_concurrency - len(self._tasks)
+
+    async def _claim(self) -> list[asyncpg.Record]:
+        s = self.settings
+        saturated = [cb for cb, n in self._local.items() if n >= s.callback_concurrency]
+        return await self.db.pool.fetch(
+            SQL["claim"], self.id, saturated, s.callback_concurrency, s.claim_batch, s.lease_seconds, s.batch_linger
+        )
+
+    def _group(self, rows: list[asyncpg.Record]) -> list[Job]:
+        by_callback: dict[int, list[asyncpg.Record]] = defaultdict(list)
+        for r in rows:
+            by_callback[r["callback_id"]].append(r)
+        jobs = []
+        for cb, items in by_callback.items():
+            size = items[0]["max_batch_size"]
+            for i in range(0, len(items), size):
+                chunk = items[i : i + size]
+                first = chunk[0]
+                jobs.append(Job(cb, first["account_id"], first["url"], size > 1, first["secrets_version"], chunk))
+        return jobs
+
+    def _spawn(self, job: Job) -> None:
+        self._local[job.callback_id] += 1
+        task = asyncio.create_task(self._deliver(job))
+        self._tasks[task] = job
+        task.add_done_callback(lambda t: self._done(t, job))
+
+    def _done(self, task: asyncio.Task[None], job: Job) -> None:
+        self._tasks.pop(task, None)
+        left = self._local[job.callback_id] - 1
+        if left <= 0:
+            del self._local[job.callback_id]
+        else:
+            self._local[job.callback_id] = left
+        # Claim more for this callback once half its share has drained.
+        if left == self.settings.callback_concurrency // 2 or self._free() == 1:
+            self._wake.set()
+
+    # --- one request -------------------------------------------------------------------------
+
+    async def _signing_keys(self, job: Job) -> list[bytes]:
+        cached = self._keys.get(job.callback_id)
+        if cached and cached[0] == job.secrets_version and time.monotonic() - cached[1] < KEYS_TTL:
+            return cached[2]
+        keys = await callbacks.signing_keys(self.db.pool, self.keyring, job.callback_id)
+        self._keys[job.callback_id] = (job.secrets_version, time.monotonic(), keys)
+        return keys
+
+    async def _deliver(self, job: Job) -> None:
+        limit = self._limits.setdefault(job.callback_id, asyncio.Semaphore(self.settings.callback_concurrency))
+        async with limit:
+            try:
+                keys = await self._signing_keys(job)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning(
+                    "could not load signing keys; the lease will expire", callback_id=job.callback_id, error=str(exc)
+                )
+                return
+            msg_id, body = request_body(job)
+            headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
+            response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
+        log.info(
+            "webhook",
+            callback_id=ids.encode("cb", job.callback_id),
+            webhook_id=msg_id,
+            events=len(job.rows),
+            attempt=job.rows[0]["attempts"] + 1,
+            status=response.status,
+            error=response.error_kind,
+            duration_ms=round(response.duration_ms, 1),
+        )
+        if self.metrics is not None:
+            self.metrics.observe_attempt(response, len(job.rows))
+        self._outcomes.append(Outcome(job, response))
+        if len(self._outcomes) >= 500:
+            self._flush_now.set()
+
+    # --- recording outcomes ------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        while not self._closed:
+            await wait_event(self._flush_now, 0.02)
+            self._flush_now.clear()
+            if not self._outcomes:
+                continue
+            try:
+                await self._flush()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("recording outcomes failed; retrying", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    async def _flush(self) -> None:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        try:
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                await self._record(conn, batch)
+        except BaseException:
+            self._outcomes[:0] = batch  # keep them for the next try; leases cover the wait
+            raise
+
+    async def _record(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:
+        rng = random.Random()
+        upd: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        att: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        for o in batch:
+            resp = o.response
+            started = datetime.fromtimestamp(resp.started_at, UTC)
+            error = resp.error_kind or (None if resp.ok else f"http_{resp.status}")
+            for r in o.job.rows:
+                number = r["attempts"] + 1
+                if resp.ok:
+                    status, delay = "succeeded", 0.0
+                else:
+                    wait = self.retry.next_delay(number - r["retry_base"], resp.retry_after, rng)
+                    status, delay = ("failed", 0.0) if wait is None else ("pending", wait)
+                for col, v in zip(upd, (r["id"], status, number, delay, started, resp.status, error), strict=True):
+                    col.append(v)
+                values = (
+                    r["account_id"],
+                    r["id"],
+                    number,
+                    started,
+                    resp.duration_ms,
+                    resp.status,
+                    resp.error_kind,
+                    resp.excerpt,
+                )
+                for col, v in zip(att, values, strict=True):
+                    col.append(v)
+        await conn.execute(SQL["complete"], *upd, self.id)
+        await conn.execute(SQL["log_attempts"], *att)
+        await self._update_health(conn, batch)
+
+    async def _update_health(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:
+        per_callback: dict[int, list[outbound.Response]] = defaultdict(list)
+        for o in batch:
+            per_callback[o.job.callback_id].append(o.response)
+        rows = await conn.fetch(SQL["lock_callbacks"], sorted(per_callback))
+        now = datetime.now(UTC)
+        changed: list[tuple[asyncpg.Record, policy.Health]] = []
+        for row in rows:
+            responses = sorted(per_callback[row["id"]], key=lambda r: r.started_at)
+            last_success = max((i for i, r in enumerate(responses) if r.ok), default=-1)
+            streak = responses[last_success + 1 :]
+            retry_after = max((r.retry_after for r in responses if r.retry_after is not None), default=None)
+            before = policy.Health(
+                row["status"],
+                row["consecutive_failures"],
+                row["failing_since"],
+                row["paused_until"],
+                row["disabled_reason"],
+            )
+            after = policy.after_attempts(
+                before, self.rules, now,
+                successes=sum(r.ok for r in responses),
+                failures=len(streak),
+                last_ok=responses[-1].ok,
+                gone=any(r.status == 410 for r in responses),
+                first_failure_at=datetime.fromtimestamp(streak[0].started_at, UTC) if streak else None,
+                pause_until=now + timedelta(seconds=min(retry_after, self.settings.retry_after_max)) if retry_after else None,
+            )  # fmt: skip
+            if after != before:
+                changed.append((row, after))
+        if not changed:
+            return
+        cols = list(zip(*[(r["id"], h.status, h.consecutive_failures, h.failing_since, h.paused_until, h.disabled_reason)
+                          for r, h in changed], strict=True))  # fmt: skip
+        await conn.execute(SQL["set_health"], *cols)
+        await self._announce(conn, [(r, h) for r, h in changed if h.status != r["status"]])
+
+    async def _announce(
+        self, conn: asyncpg.Connection, transitions: list[tuple[asyncpg.Record, policy.Health]]
+    ) -> None:
+        """A callback turning failing or disabled is logged and becomes an operational event."""
+        for row, health in transitions:
+            callback_id = ids.encode("cb", row["id"])
+            log.warning("callback " + health.status, callback_id=callback_id, previous=row["status"],
+                        consecutive_failures=health.consecutive_failures, reason=health.disabled_reason)  # fmt: skip
+            if health.status not in ("failing", "disabled"):
+                continue
+            data = {"callbackId": callback_id, "name": row["name"], "url": row["url"],
+                    "consecutiveFailures": health.consecutive_failures, "reason": health.disabled_reason}  # fmt: skip
+            event = events.NewEvent(type=f"callback.{health.status}", message_key=callback_id, data=data)
+            await events.record_events(conn, row["account_id"], [event])

@@ -1,0 +1,101 @@
+-- name: claim
+-- Claim due deliveries under a lease, per claimable callback (so a huge backlog behind a disabled
+-- or paused callback costs nothing). A failing callback gets one probe at a time; a batching callback
+-- waits until it has a full batch or its oldest row has lingered long enough.
+-- $1 worker id, $2 saturated callbacks to skip, $3 batches per callback, $4 row limit,
+-- $5 lease seconds, $6 linger seconds.
+WITH ready AS (
+    SELECT c.id, c.status, c.max_batch_size
+    FROM callbacks c
+    WHERE c.status IN ('active', 'failing') AND c.paused_until <= now() AND c.id <> ALL($2::bigint[])
+      AND (c.max_batch_size = 1 OR c.status = 'failing'
+           OR EXISTS (SELECT 1 FROM deliveries o
+                      WHERE o.callback_id = c.id AND o.status = 'pending'
+                        AND o.next_attempt_at <= now() - make_interval(secs => $6))
+           OR (SELECT count(*) FROM (SELECT 1 FROM deliveries f
+                                     WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
+                                     LIMIT c.max_batch_size) full_batch) >= c.max_batch_size)
+),
+picked AS (
+    SELECT d.id
+    FROM ready c
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM deliveries d
+        WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT CASE WHEN c.status = 'failing' THEN 1 ELSE c.max_batch_size * $3 END
+        FOR UPDATE OF d SKIP LOCKED
+    ) d
+    LIMIT $4
+)
+UPDATE deliveries d
+SET next_attempt_at = now() + make_interval(secs => $5), lease_owner = $1
+FROM picked, events e, callbacks c
+WHERE d.id = picked.id AND e.id = d.event_id AND c.id = d.callback_id
+RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
+          c.url, c.max_batch_size, c.secrets_version,
+          e.id AS event_id, e.type, e.message_key, e.definition_key, e.recipient, e.occurred_at, e.data
+
+-- name: complete
+-- Record outcomes for deliveries this worker still holds; a lost lease means someone else owns it now.
+UPDATE deliveries d
+SET status = u.status, attempts = u.attempts, next_attempt_at = now() + make_interval(secs => u.delay),
+    lease_owner = NULL, last_attempt_at = u.started_at, last_status_code = u.code, last_error = u.error
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::timestamptz[], $6::int[], $7::text[])
+     AS u(id, status, attempts, delay, started_at, code, error)
+WHERE d.id = u.id AND d.lease_owner = $8
+
+-- name: log_attempts
+-- The attempt log: one row per delivery per request.
+INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code, error_kind, response_body)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[], $5::float8[], $6::int[], $7::text[],
+                     $8::text[])
+
+-- name: lock_callbacks
+-- Current health of the callbacks a flush touches.
+SELECT id, account_id, name, url, status, consecutive_failures, failing_since, paused_until, disabled_reason
+FROM callbacks WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+
+-- name: set_health
+-- Store the health the policy decided.
+UPDATE callbacks c
+SET status = u.status, consecutive_failures = u.failures, failing_since = u.since,
+    paused_until = coalesce(u.paused, '-infinity'), disabled_reason = u.reason, updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::text[])
+     AS u(id, status, failures, since, paused, reason)
+WHERE c.id = u.id
+
+-- name: release
+-- Shutdown: hand back what this worker still holds, due now.
+UPDATE deliveries SET next_attempt_at = now(), lease_owner = NULL
+WHERE lease_owner = $1 AND status = 'pending' AND id = ANY($2::bigint[])
+
+-- name: get_delivery
+-- One delivery with its event.
+SELECT d.*, e.type, e.message_key FROM deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.id = $1 AND d.account_id = $2
+
+-- name: delivery_attempts
+-- A delivery's attempts, in order.
+SELECT number, started_at, duration_ms, status_code, error_kind, response_body
+FROM attempts WHERE delivery_id = $1 ORDER BY number, id
+
+-- name: list_deliveries
+-- A callback's deliveries, oldest first, keyset-paginated.
+SELECT d.*, e.type, e.message_key FROM deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.callback_id = $1 AND d.account_id = $2 AND d.id > $3
+  AND ($4::text IS NULL OR d.status = $4)
+  AND ($5::timestamptz IS NULL OR d.created_at >= $5)
+  AND ($6::timestamptz IS NULL OR d.created_at < $6)
+ORDER BY d.id LIMIT $7
+
+-- name: retry_delivery
+-- Send again now, whatever its state; the retry schedule starts over.
+UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, retry_base = attempts
+WHERE id = $1 AND account_id = $2 RETURNING id
+
+-- name: recover
+-- Re-queue a callback's failed deliveries created in a window.
+UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, retry_base = attempts
+WHERE callback_id = $1 AND account_id = $2 AND status = 'failed'
+  AND created_at >= $3 AND ($4::timestamptz IS NULL OR created_at < $4)

@@ -1,0 +1,91 @@
+"""A real webhook receiver on 127.0.0.1 whose behaviour a test switches mid-flight."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def verify(self, secret: str) -> Any:
+        """Verify exactly as a receiver would, with the public standardwebhooks package."""
+        return Webhook(secret).verify(self.body, self.headers)
+
+
+@dataclass
+class Receiver:
+    mode: str = "ok"  # ok | fail | gone | rate | slow | close | redirect
+    retry_after: str = "1"
+    slow_seconds: float = 5.0
+    requests: list[Received] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    port: int = 0
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with self._arrived:
+            self.requests.append(Received(dict(request.headers), body, time.time()))
+            self._arrived.notify_all()
+        mode = self.mode
+        if mode == "fail":
+            return web.Response(status=500, text="receiver exploded")
+        if mode == "gone":
+            return web.Response(status=410)
+        if mode == "rate":
+            return web.Response(status=429, headers={"Retry-After": self.retry_after})
+        if mode == "redirect":
+            return web.Response(status=302, headers={"Location": "http://127.0.0.1:1/elsewhere"})
+        if mode == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        if mode == "close":
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=200)
+        return web.Response(status=200, text="ok")
+
+    @property
+    def events(self) -> list[Received]:
+        """Requests other than the ownership check."""
+        return [r for r in self.requests if not r.headers.get("webhook-id", "").startswith("verify_")]
+
+    async def wait_for(self, count: int, *, timeout: float = 15, events_only: bool = True) -> list[Received]:
+        def enough() -> bool:
+            return len(self.events if events_only else self.requests) >= count
+
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(enough)
+        return self.events if events_only else self.requests
