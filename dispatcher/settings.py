@@ -87,15 +87,19 @@ class Settings(BaseSettings):
     purge_batch: int = 1000
     shutdown_grace: float = Field(10.0, description="Seconds in-flight work may finish on SIGTERM.")
 
-    @field_validator("allowed_networks", "retry_schedule", "mail_retry_schedule", mode="before")
+    @field_validator("retry_schedule", "mail_retry_schedule", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("allowed_networks", mode="after")
+    @field_validator("allowed_networks", mode="before")
     @classmethod
-    def _networks(cls, value: list) -> list:
-        return [ipaddress.ip_network(v, strict=False) for v in value]
+    def _networks(cls, value: object) -> object:
+        # Accept "10.1.2.3/8" as 10.0.0.0/8, as operators write it.
+        items = _split_list(value)
+        if isinstance(items, list):
+            return [ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in items]
+        return items
 
     @property
     def postgres_dir(self) -> Path:

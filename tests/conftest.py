@@ -29,12 +29,16 @@ def with_database(url: str, name: str) -> str:
 
 
 def _docker_engine() -> bool:
+    if not (os.environ.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists()):
+        return False
     try:
         import docker
 
         client = docker.from_env(timeout=2)
-        client.ping()
-        return True
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
     except Exception:
         return False
 

@@ -48,15 +48,15 @@ def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
         return ip.ipv4_mapped
     if ip.sixtofour:
         return ip.sixtofour
-    if ip.teredo:
-        return ip.teredo[1]
     if ip in _NAT64:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 
 def is_forbidden(ip: IPAddress, allowed: Sequence[Network] = ()) -> bool:
-    candidates = [ip] + [v4 for v4 in [_embedded_v4(ip)] if v4 is not None]
+    # A wrapped IPv4 address (mapped, 6to4, NAT64) is judged by the IPv4 address it carries.
+    embedded = _embedded_v4(ip)
+    candidates: list[IPAddress] = [embedded] if embedded is not None else [ip]
     if any(c in net for c in candidates for net in allowed if net.version == c.version):
         return False
     for c in candidates:

@@ -72,7 +72,7 @@ def after_attempts(
     since = h.failing_since if (h.failing_since and not successes) else (first_failure_at or now)
     if now - since >= rules.disable_after:
         return Health("disabled", streak, since, pause_until, "failing continuously")
-    status = "failing" if streak >= rules.failing_after else h.status
+    status = "failing" if streak >= rules.failing_after else ("active" if successes else h.status)
     paused = pause_until
     if status == "failing":
         probe_at = now + rules.probe_interval

@@ -1,0 +1,145 @@
+"""The real `dispatcher` command in real processes: CLI, first start, restarts, several workers, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.procs import Client, Service, cli, service_env
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def first_key(output: str) -> str:
+    keys = re.findall(r"^    (dk_\S+)$", output, re.MULTILINE)
+    assert len(keys) == 1, output
+    return keys[0]
+
+
+async def register(client: Client, receiver: Receiver, batch: int = 1) -> tuple[str, str]:
+    before = len(receiver.requests)
+    status, cb = await client.call(
+        "POST", "/v1/callbacks", {"name": "hook", "url": receiver.url, "maxBatchSize": batch}
+    )
+    assert status == 201, cb
+    reqs = await receiver.wait_for(before + 1, events_only=False)
+    key = reqs[before].json["verificationKey"]
+    assert (await client.call("POST", f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key}))[0] == 200
+    sub = {"name": "all", "callbackId": cb["callbackId"], "eventTypes": ["*"]}
+    assert (await client.call("POST", "/v1/subscriptions", sub))[0] == 201
+    return cb["callbackId"], cb["signingSecret"]
+
+
+def test_cli_manages_accounts_and_keys(tmp_path: Path, database_url: str):
+    env = service_env(tmp_path, database_url)
+    assert cli(env, "migrate").returncode == 0
+    created = cli(env, "accounts", "create", "shop")
+    assert created.returncode == 0 and "shop" in created.stdout
+    assert cli(env, "accounts", "create", "shop").returncode == 1  # duplicate names are refused
+    made = cli(env, "keys", "create", "--account", "shop", "--scope", "events:read", "--allow-ip", "10.0.0.0/8")
+    assert made.returncode == 0
+    assert made.stdout.strip().startswith("dk_") and len(made.stdout.strip().splitlines()) == 1
+    listed = cli(env, "keys", "list", "--account", "shop")
+    assert "events:read" in listed.stdout and "10.0.0.0/8" in listed.stdout and made.stdout.strip() not in listed.stdout
+    key_id = listed.stdout.split()[0]
+    assert cli(env, "keys", "revoke", key_id).returncode == 0
+    assert "revoked" in cli(env, "keys", "list", "--account", "shop").stdout
+    assert "shop" in cli(env, "accounts", "list").stdout
+    assert "serve" in cli(env, "--help").stdout and "keys" in cli(env, "--help").stdout
+
+
+async def test_first_start_prints_a_key_once_and_data_survives_a_restart_on_the_embedded_database(tmp_path: Path):
+    env = service_env(tmp_path / "data")
+    service = await Service(env, tmp_path / "first.log").ready(60)
+    try:
+        key = first_key(service.output())
+        assert "curl" in service.output()
+        client = Client(service.url, key)
+        status, _ = await client.call("POST", "/v1/events", {"type": "sent", "messageKey": "persist-me"})
+        assert status == 201
+    finally:
+        assert service.stop() == 0
+    assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+
+    again = await Service(env, tmp_path / "second.log").ready(60)
+    try:
+        assert "dk_" not in again.output()  # never printed again
+        status, body = await Client(again.url, key).call("GET", "/v1/messages/persist-me")
+        assert status == 200 and body["events"][0]["type"] == "sent"
+        made = cli(env, "keys", "create", "--account", "default")  # the CLI joins the running embedded server
+        assert made.returncode == 0, made.stderr
+        assert (await Client(again.url, made.stdout.strip()).call("GET", "/v1/events"))[0] == 200
+    finally:
+        again.stop()
+
+
+async def test_three_serve_processes_on_one_database_deliver_each_event_exactly_once(
+    tmp_path: Path, database_url: str, receiver: Receiver
+):
+    env = service_env(tmp_path, database_url, poll_interval=0.2)
+    assert cli(env, "migrate").returncode == 0
+    key = cli(env, "keys", "create", "--account", "default").stdout.strip() if False else None
+    cli(env, "accounts", "create", "default")
+    key = cli(env, "keys", "create", "--account", "default").stdout.strip()
+    services = [Service(env, tmp_path / f"serve{i}.log") for i in range(3)]
+    try:
+        for s in services:
+            await s.ready()
+        clients = [Client(s.url, key) for s in services]
+        _, secret = await register(clients[0], receiver)
+        for i in range(30):
+            batch = [{"type": "sent", "messageKey": f"m{i}-{j}"} for j in range(10)]
+            assert (await clients[i % 3].call("POST", "/v1/events", {"events": batch}))[0] == 201
+        await receiver.wait_for(300, timeout=60)
+        await asyncio.sleep(1.0)  # anything duplicated would arrive now
+        ids = [r.headers["webhook-id"] for r in receiver.events]
+        assert len(ids) == 300 and len(set(ids)) == 300
+        for r in receiver.events[:20]:
+            r.verify(secret)
+        served_by = {s.port for s in services if '"webhook"' in s.output()}
+        assert len(served_by) >= 2  # the work really was shared
+    finally:
+        for s in services:
+            s.stop()
+
+
+async def test_a_worker_killed_mid_delivery_loses_nothing(tmp_path: Path, database_url: str):
+    slow = await Receiver(mode="slow", slow_seconds=3).start()
+    try:
+        env = service_env(tmp_path, database_url, lease_seconds=2, poll_interval=0.2)
+        cli(env, "accounts", "create", "default")
+        key = cli(env, "keys", "create", "--account", "default").stdout.strip()
+        doomed = await Service(env, tmp_path / "doomed.log").ready()
+        client = Client(doomed.url, key)
+        await register(client, slow)
+        batch = [{"type": "sent", "messageKey": f"k{i}"} for i in range(20)]
+        assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
+        await slow.wait_for(5)  # requests are in flight now
+        doomed.stop(signal.SIGKILL)
+        slow.mode = "ok"
+        survivor = await Service(env, tmp_path / "survivor.log").ready()
+        try:
+
+            async def all_arrived():
+                return {r.json["data"]["messageKey"] for r in slow.events} >= {f"k{i}" for i in range(20)}
+
+            await wait_until(all_arrived, timeout=60)
+            status, body = await Client(survivor.url, key).call("GET", "/v1/events?limit=1000")
+            assert status == 200
+            cb = (await Client(survivor.url, key).call("GET", "/v1/callbacks"))[1]["callbacks"][0]["callbackId"]
+
+            async def none_pending():
+                _, d = await Client(survivor.url, key).call("GET", f"/v1/callbacks/{cb}/deliveries?status=pending")
+                return not d["deliveries"]
+
+            await wait_until(none_pending, timeout=60)
+        finally:
+            survivor.stop()
+    finally:
+        await slow.stop()
