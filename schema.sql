@@ -141,9 +141,11 @@ CREATE TABLE IF NOT EXISTS definitions (
     options         jsonb NOT NULL DEFAULT '{}',
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (account_id, definition_key),
-    UNIQUE (account_id, name)
+    deleted_at      timestamptz  -- soft delete: the weekly creation quota still counts it
 );
+CREATE UNIQUE INDEX IF NOT EXISTS definitions_key ON definitions (account_id, definition_key) WHERE deleted_at IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS definitions_name ON definitions (account_id, name) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS definitions_created ON definitions (account_id, created_at);
 
 -- Messages: draft | scheduled | queued -> sent | failed (deferred retries stay queued).
 CREATE TABLE IF NOT EXISTS messages (
@@ -163,6 +165,7 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (account_id, message_key)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt_at) WHERE status IN ('queued', 'scheduled');
+CREATE INDEX IF NOT EXISTS messages_definition ON messages (account_id, definition_key) WHERE status = 'queued';
 
 CREATE TABLE IF NOT EXISTS suppressions (
     account_id  bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,

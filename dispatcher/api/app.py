@@ -14,6 +14,7 @@ from dispatcher import accounts, crypto, db
 from dispatcher.api import callbacks as callbacks_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
+from dispatcher.api import sending as sending_api
 from dispatcher.api.auth import RATE_LIMITER, TokenBuckets, authorize
 from dispatcher.api.keys import DB, KEYRING, METRICS, OUTBOUND, SERVICES, SETTINGS
 from dispatcher.api.middlewares import request_context
@@ -21,6 +22,7 @@ from dispatcher.api.routing import Call, Route, Router, json_response, query_dic
 from dispatcher.delivery import outbound
 from dispatcher.delivery.worker import DeliveryWorker
 from dispatcher.logs import get_logger
+from dispatcher.sending.sender import MailSender
 from dispatcher.settings import Settings
 
 log = get_logger(__name__)
@@ -29,7 +31,7 @@ OPENAPI = web.AppKey("openapi", dict)
 
 
 def routers() -> list[Router]:
-    return [health.router, events_api.router, callbacks_api.router]
+    return [health.router, events_api.router, callbacks_api.router, sending_api.router]
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
@@ -37,7 +39,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Any]:
         principal = await authorize(request, route.scope) if route.scope else None
         body = None
         if route.body is not None:
-            data = await read_json(request)
+            data = await read_json(request, route.max_body or request.app[SETTINGS].max_body_bytes)
             body = data if route.raw_body else validate(route.body, data)
         query = validate(route.query, query_dict(request, route.query)) if route.query is not None else None
         result = await route.handler(Call(request, principal, body, query))
@@ -105,11 +107,15 @@ def _delivery_worker(app: web.Application) -> DeliveryWorker:
     return DeliveryWorker(app[DB], app[SETTINGS], app[KEYRING], app.get(METRICS))
 
 
+def _mail_sender(app: web.Application) -> MailSender:
+    return MailSender(app[DB], app[SETTINGS], app[KEYRING])
+
+
 def background_services(role: str) -> list[Callable[[web.Application], Any]]:
     """Workers this process runs for `role`; each has async start() and stop()."""
     if role == "api":
         return []
-    return [_delivery_worker]
+    return [_delivery_worker, _mail_sender]
 
 
 def create_app(
@@ -121,11 +127,12 @@ def create_app(
 ) -> web.Application:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    table = [r for router in routers() for r in router.routes]
+    biggest = max([settings.max_body_bytes] + [r.max_body or 0 for r in table])
+    app = web.Application(middlewares=[request_context], client_max_size=biggest)
     app[SETTINGS] = settings
     app[SERVICES] = {}
     app[RATE_LIMITER] = TokenBuckets(settings.rate_limit_per_second)
-    table = [r for router in routers() for r in router.routes]
     if role == "worker":
         table = [r for r in table if r.tag == "health"]
     for route in table:

@@ -51,6 +51,11 @@ class EventListOut(BaseModel):
     nextCursor: str | None
 
 
+class MessageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include: Literal["content"] | None = Field(None, description="'content' adds the rendered subject and body.")
+
+
 class MessageOut(BaseModel):
     messageKey: str
     status: str | None
@@ -117,10 +122,9 @@ async def message_history(call: Call, message_key: str) -> dict[str, Any]:
 
 @router.route(
     "GET", "/v1/messages/{messageKey}", summary="A message's status and timeline", scope="events:read",
-    response=MessageOut, tag="events",
+    query=MessageQuery, response=MessageOut, tag="events",
 )  # fmt: skip
 async def get_message(call: Call) -> Any:
-    history = await message_history(call, call.path("messageKey"))
-    if not history["events"]:
-        raise NotFound("no such message")
-    return history
+    from dispatcher.api.sending import message_with_send
+
+    return await message_with_send(call, call.path("messageKey"), call.query.include)

@@ -17,7 +17,6 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dispatcher.accounts import Principal
-from dispatcher.api.keys import SETTINGS
 from dispatcher.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -39,6 +38,7 @@ class Route:
     status: int = 200
     tag: str = "default"
     raw_body: bool = False
+    max_body: int | None = None  # bytes; None: DISPATCHER_MAX_BODY_BYTES
 
 
 @dataclass
@@ -107,13 +107,18 @@ def validation_error(err: ValidationError, prefix: str = "", tags: frozenset[str
     return InvalidRequest(message, field=path or None, code=f"invalid_{first['type']}"[:64])
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_json(request: web.Request, limit: int) -> Any:
     if request.content_type != "application/json":
         raise UnsupportedMediaType("request body must be application/json")
+    too_large = PayloadTooLarge(f"request body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes") from None
+        raise too_large from None
+    if len(raw) > limit:
+        raise too_large
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -1,0 +1,45 @@
+"""`python -m bench <scenario> [--events N] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import warnings
+
+from bench.report import emit
+from bench.scenarios import SCENARIOS, NotAvailable, run
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="Benchmark dispatcher against a raw baseline.")
+    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p.add_argument("--events", type=int, help="events to use (default: sized per scenario)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--rate", type=float, default=1000.0, help="latency: events per second offered")
+    p.add_argument("--duration", type=float, default=20.0, help="latency: seconds (when --events is not given)")
+    p.add_argument("--backlog", type=int, default=1_000_000, help="backlog: pending deliveries to insert")
+    p.add_argument("--profile", metavar="DIR", help="record the service with py-spy during measurement")
+    p.add_argument(
+        "--service-env", action="append", default=[], metavar="NAME=VALUE",
+        help="extra environment for the service, e.g. DISPATCHER_CALLBACK_CONCURRENCY=50 (experiments)",
+    )  # fmt: skip
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore", module="platformdirs")
+    try:
+        result = asyncio.run(run(args))
+    except NotAvailable as exc:
+        print(f"{args.scenario}: not available: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    emit(result, as_json=args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""The scenarios. Each gets a running Env (database, service, receiver, API client) and returns a Result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import baselines, workload
+from bench.receiver import Receiver
+from bench.report import Result, percentile
+from bench.service import Api, Postgres, Service
+from bench.workload import deliver_round, event, post_events, register_callback
+
+
+class NotAvailable(Exception):
+    """The service does not offer what the scenario measures."""
+
+
+@dataclass
+class Env:
+    args: argparse.Namespace
+    pg: Postgres
+    service: Service
+    receiver: Receiver
+    api: Api
+
+    def measured(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.profile("service")
+
+    @contextlib.asynccontextmanager
+    async def profile(self, label: str) -> AsyncIterator[None]:
+        """With --profile DIR: py-spy records the service process during the measured phase."""
+        if not self.args.profile:
+            yield
+            return
+        started = _start_py_spy(Path(self.args.profile), f"{self.args.scenario}-{label}", self.service.pid)
+        if started is None:
+            yield
+            return
+        proc, target = started
+        await asyncio.sleep(0.5)  # let py-spy attach
+        try:
+            yield
+        finally:
+            proc.send_signal(2)  # SIGINT: py-spy writes the profile and exits
+            await asyncio.to_thread(proc.wait, 30)
+            print(f"bench: profile written to {target}", file=sys.stderr)
+
+
+def _start_py_spy(out_dir: Path, name: str, pid: int | None) -> tuple[subprocess.Popen[bytes], Path] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if pid is None or not Path(spy).exists():
+        print("bench: --profile needs py-spy (pip install py-spy); not profiling", file=sys.stderr)
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.txt"  # collapsed stacks: one "frame;frame;... count" line per stack
+    cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "-o", str(target)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), target
+
+
+def _make_tmp() -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix="dispatcher-bench-"))
+    tmp.chmod(0o755)  # the embedded server may run as another user
+    return tmp
+
+
+@contextlib.asynccontextmanager
+async def environment(args: argparse.Namespace, *, ports: int = 1) -> AsyncIterator[Env]:
+    tmp = _make_tmp()
+    pg = Postgres(tmp)
+    service: Service | None = None
+    receiver: Receiver | None = None
+    api: Api | None = None
+    try:
+        await pg.start()
+        receiver = await Receiver(ports=ports).start()
+        extra = dict(item.split("=", 1) for item in args.service_env)
+        service = await Service(tmp, pg.url, extra).start()
+        api = Api(service.url, service.key)
+        yield Env(args, pg, service, receiver, api)
+    except NotAvailable:
+        raise
+    except BaseException:
+        if service is not None:
+            print(f"bench: service log tail:\n{service.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        if api is not None:
+            await api.close()
+        if service is not None:
+            await service.stop()
+        if receiver is not None:
+            await receiver.stop()
+        await pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _raw_jobs(n: int, names: list[str], *, batch: int = 1, prefix: str = "raw") -> list[baselines.Job]:
+    """The baseline's requests: for each hook, n events, `batch` per request."""
+    jobs = []
+    for port, name in enumerate(names):
+        for i in range(0, n, batch):
+            payloads = [workload.webhook_payload(j, prefix) for j in range(i, min(n, i + batch))]
+            body: Any = payloads if batch > 1 else payloads[0]
+            jobs.append(baselines.Job(name, port, f"msg_{name}_{i}", body))
+    return jobs
+
+
+def _log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# --- deliver / deliver-batched ----------------------------------------------------------------
+
+
+async def deliver(env: Env) -> Result:
+    n = env.args.events or 5000
+    cb = await register_callback(env.api, env.receiver, "hook", batch=1)
+    _log(f"recording {n} events for a disabled callback, then re-enabling it")
+    rnd = await deliver_round(env.api, env.receiver, [cb], [event(i) for i in range(n)], measured=env.measured)
+    _log(f"service: {rnd.rate:,.0f} webhooks/s (first after {rnd.first_arrival * 1000:.0f} ms); baseline next")
+    seconds = await baselines.raw_deliver(env.receiver, _raw_jobs(n, ["raw"]))
+    result = Result("deliver", n, rnd.rate, "webhooks/s", n / seconds, target="ratio >= 0.5")
+    result.met = (result.ratio or 0) >= 0.5
+    result.details = {"first_ms": rnd.first_arrival * 1000, "connections": rnd.connections, "signatures": _checked(rnd)}
+    return result
+
+
+async def deliver_batched(env: Env) -> Result:
+    n = env.args.events or 20000
+    m = min(n, 5000)
+    batched = await register_callback(env.api, env.receiver, "batched", batch=100)
+    single = await register_callback(env.api, env.receiver, "single", batch=1, subscribe=False)
+    # `single` has no subscription yet: subscribe it only for its own round below.
+    _log(f"recording {n} events for a disabled batching callback (maxBatchSize 100), then re-enabling it")
+    rnd = await deliver_round(env.api, env.receiver, [batched], [event(i) for i in range(n)], measured=env.measured)
+    _log(f"service: {rnd.rate:,.0f} events/s in {rnd.requests} requests; unbatched reference round of {m} next")
+    await workload.set_status(env.api, [batched], "disabled")
+    await env.api.call(
+        "POST", "/v1/subscriptions", {"name": "single-sub", "callbackId": single.id, "eventTypes": ["*"]}
+    )
+    ref = await deliver_round(env.api, env.receiver, [single], [event(i, "r") for i in range(m)])
+    seconds = await baselines.raw_deliver(env.receiver, _raw_jobs(n, ["raw"], batch=100))
+    result = Result("deliver-batched", n, rnd.rate, "events/s", n / seconds)
+    result.target = f">= 10x the deliver rate ({ref.rate:,.0f} webhooks/s -> {10 * ref.rate:,.0f} events/s)"
+    result.met = rnd.rate >= 10 * ref.rate
+    result.details = {"requests": rnd.requests, "deliver_rate": ref.rate, "signatures": _checked(rnd)}
+    return result
+
+
+def _checked(rnd: workload.Round) -> str:
+    return f"{rnd.verified} sampled webhooks verified with standardwebhooks"
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+
+async def ingest(env: Env) -> Result:
+    n = env.args.events or 50000
+    cb = await register_callback(env.api, env.receiver, "hook", batch=1)
+    # Fan-out rows are written for a disabled callback too; keeping it disabled keeps the delivery
+    # worker (measured by `deliver`) from competing for the two cores while ingest is measured.
+    await workload.set_status(env.api, [cb], "disabled")
+    items = [event(i) for i in range(n)]
+    _log(f"posting {n} events, batches of 100, 8 concurrent clients")
+    async with env.profile("service"):
+        t0 = time.monotonic()
+        timings = await post_events(env.api, items, batch=100, clients=8)
+        seconds = time.monotonic() - t0
+    conn = await env.pg.connect()
+    try:
+        stored = await conn.fetchval("SELECT count(*) FROM deliveries")
+    finally:
+        await conn.close()
+    assert stored == n, f"expected {n} fan-out rows, found {stored}"
+    _log(f"service: {n / seconds:,.0f} events/s; baseline next")
+    base = await baselines.raw_ingest(env.pg.url, items)
+    lat = [(b - a) * 1000 for a, b in timings]
+    result = Result("ingest", n, n / seconds, "events/s", n / base, target="ratio >= 0.5")
+    result.p50_ms, result.p99_ms = percentile(lat, 50), percentile(lat, 99)  # per 100-event request
+    result.met = (result.ratio or 0) >= 0.5
+    return result
+
+
+# --- latency ----------------------------------------------------------------------------------
+
+
+async def latency(env: Env) -> Result:
+    rate = env.args.rate
+    total = env.args.events or int(rate * env.args.duration)
+    await register_callback(env.api, env.receiver, "hook", batch=1)
+    # warm up: connections, prepared statements, the worker's key cache
+    await post_events(env.api, [event(i, "warm") for i in range(50)], batch=1, clients=4)
+    await env.receiver.wait_events(["hook"], 50, timeout=30)
+    await env.receiver.reset(track=True)
+    responded: dict[str, float] = {}
+    errors = 0
+    sem = asyncio.Semaphore(500)
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        body = event(i, "lat")
+        try:
+            await env.api.call("POST", "/v1/events", body)
+            responded[body["messageKey"]] = time.monotonic()
+        except Exception:
+            errors += 1
+        finally:
+            sem.release()
+
+    _log(f"posting {total} events one per request at {rate:g}/s")
+    tasks = []
+    async with env.profile("service"):
+        t0 = time.monotonic()
+        for i in range(total):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await sem.acquire()
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        sent_seconds = time.monotonic() - t0
+        await env.receiver.wait_events(["hook"], total - errors, timeout=120)
+    arrivals = await env.receiver.arrivals()
+    lat = [(arrivals[k] - t) * 1000 for k, t in responded.items() if k in arrivals]
+    achieved = len(responded) / sent_seconds
+    result = Result("latency", total, achieved, "events/s", p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99))
+    result.target = "p50 < 20 ms, p99 < 100 ms (at the offered rate)"
+    result.met = result.p50_ms < 20 and result.p99_ms < 100 and achieved >= 0.95 * rate and not errors
+    result.details = {"offered_rate": float(rate), "errors": errors, "max_ms": max(lat) if lat else float("nan")}
+    return result
+
+
+# --- fanout -----------------------------------------------------------------------------------
+
+
+async def fanout(env: Env) -> Result:
+    n = env.args.events or 2000
+    k = 20
+    cbs = [
+        await register_callback(env.api, env.receiver, f"fan{i}", port=i, batch=1, event_types=["sent"])
+        for i in range(k)
+    ]
+    _log(f"recording {n} events for {k} disabled callbacks, then re-enabling them")
+    rnd = await deliver_round(env.api, env.receiver, cbs, [event(i) for i in range(n)], measured=env.measured)
+    _log(f"service: {rnd.rate:,.0f} deliveries/s; baseline next")
+    seconds = await baselines.raw_deliver(env.receiver, _raw_jobs(n, [f"raw{i}" for i in range(k)]))
+    result = Result("fanout", n, rnd.rate, "deliveries/s", n * k / seconds, target="ratio >= 0.5")
+    result.met = (result.ratio or 0) >= 0.5
+    result.details = {"deliveries": n * k, "connections": rnd.connections, "signatures": _checked(rnd)}
+    return result
+
+
+# --- backlog ----------------------------------------------------------------------------------
+
+BACKLOG_SQL = """
+WITH ev AS (
+    INSERT INTO events (account_id, type, message_key, recipient, occurred_at, data)
+    SELECT $1, 'sent', 'backlog-' || g, 'user' || g || '@example.com', now(), jsonb_build_object('orderId', g)
+    FROM generate_series(1, $2::int) g
+    RETURNING id
+)
+INSERT INTO deliveries (account_id, event_id, callback_id) SELECT $1, id, $3 FROM ev
+"""
+
+
+async def backlog(env: Env) -> Result:
+    n = env.args.events or 5000
+    size = env.args.backlog
+    healthy = await register_callback(env.api, env.receiver, "healthy", batch=1)
+    stuck = await register_callback(env.api, env.receiver, "stuck", batch=1, subscribe=False)
+    await workload.set_status(env.api, [stuck], "disabled")
+    _log(f"reference round: {n} events, empty deliveries table")
+    empty = await deliver_round(env.api, env.receiver, [healthy], [event(i, "a") for i in range(n)])
+    _log(f"empty table: {empty.rate:,.0f} webhooks/s; inserting {size:,} pending deliveries for the disabled one")
+    t0 = time.monotonic()
+    conn = await env.pg.connect()
+    try:
+        account_id = await conn.fetchval("SELECT id FROM accounts WHERE name = 'default'")
+        stuck_id = int(stuck.id.removeprefix("cb_"))
+        await conn.execute(BACKLOG_SQL, account_id, size, stuck_id, timeout=600)
+        await conn.execute("VACUUM ANALYZE deliveries", timeout=600)
+        await conn.execute("VACUUM ANALYZE events", timeout=600)
+        pending = await conn.fetchval(
+            "SELECT count(*) FROM deliveries WHERE callback_id = $1 AND status = 'pending'", stuck_id
+        )
+    finally:
+        await conn.close()
+    _log(f"{pending:,} pending for the disabled callback (setup {time.monotonic() - t0:.0f}s); measuring again")
+    full = await deliver_round(
+        env.api, env.receiver, [healthy], [event(i, "b") for i in range(n)], measured=env.measured
+    )
+    result = Result("backlog", n, full.rate, "webhooks/s", empty.rate, target="ratio >= 0.9")
+    result.met = (result.ratio or 0) >= 0.9
+    result.details = {
+        "backlog": pending,
+        "empty_table": empty.rate,
+        "first_ms": f"{empty.first_arrival * 1000:.0f} (empty), {full.first_arrival * 1000:.0f} (backlog)",
+        "signatures": _checked(full),
+    }
+    return result
+
+
+# --- send -------------------------------------------------------------------------------------
+
+MESSAGE = {"recipient": {"to": "a@example.com"}, "from": "shop@example.com", "subject": "hi", "text": "hello"}
+
+
+async def send(env: Env) -> Result:
+    from dispatcher.events import encode_cursor
+
+    n = env.args.events or 2000
+    status, body = await env.api.status("POST", "/v1/messages/bench-probe", MESSAGE)
+    if status in (404, 405):
+        raise NotAvailable(f"POST /v1/messages/{{messageKey}} answered {status}: the send API is not available")
+    if status not in (200, 201, 202):
+        raise RuntimeError(f"POST /v1/messages/bench-probe -> {status}: {body}")
+    keys = [f"send-{i}" for i in range(n)]
+    it = iter(keys)
+
+    async def client() -> None:
+        for key in it:
+            s, b = await env.api.status("POST", f"/v1/messages/{key}", MESSAGE)
+            if s not in (200, 201, 202):
+                raise RuntimeError(f"POST /v1/messages/{key} -> {s}: {b}")
+
+    seen: set[str] = set()
+    cursor: str | None = None
+
+    async def poll_sent() -> None:
+        nonlocal cursor
+        while True:
+            q = "/v1/events?type=sent&limit=1000" + (f"&cursor={cursor}" if cursor else "")
+            page = (await env.api.call("GET", q))["events"]
+            if not page:
+                return
+            seen.update(e["messageKey"] for e in page if e["messageKey"].startswith("send-"))
+            cursor = encode_cursor(int(page[-1]["eventId"].removeprefix("evt_")))
+            if len(page) < 1000:
+                return
+
+    _log(f"sending {n} messages to the maildir transport, 8 concurrent clients")
+    async with env.profile("service"):
+        t0 = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(8)))
+        accepted = time.monotonic() - t0
+        deadline = time.monotonic() + 300
+        while len(seen) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(seen)} of {n} messages reached 'sent'")
+            await poll_sent()
+            if len(seen) < n:
+                await asyncio.sleep(0.05)
+        seconds = time.monotonic() - t0
+    result = Result("send", n, n / seconds, "messages/s", target=">= 1,000 messages/s end to end")
+    result.met = result.rate >= 1000
+    result.details = {"accept_rate": n / accepted}
+    return result
+
+
+SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
+    # name: (function, receiver ports)
+    "deliver": (deliver, 1),
+    "deliver-batched": (deliver_batched, 1),
+    "ingest": (ingest, 1),
+    "latency": (latency, 1),
+    "fanout": (fanout, 20),
+    "backlog": (backlog, 1),
+    "send": (send, 1),
+}
+
+
+async def run(args: argparse.Namespace) -> Result:
+    fn, ports = SCENARIOS[args.scenario]
+    async with environment(args, ports=ports) as env:
+        return await fn(env)

@@ -1,0 +1,219 @@
+"""The mail sender: claim due messages (lease, commit), render, hand to the transport, record the outcome
+as ordinary events (`sent`, `deferred`, `bounced`, `failed`) that fan out like any other.
+
+    loop: claim → send each (bounded concurrency) → wait for NOTIFY, the poll interval, or stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from dispatcher import events
+from dispatcher.crypto import Keyring
+from dispatcher.db import Database, queries
+from dispatcher.delivery.worker import wait_event
+from dispatcher.logs import get_logger
+from dispatcher.sending import tracking
+from dispatcher.sending.errors import SendingError
+from dispatcher.sending.mime import OutgoingMail, build_message
+from dispatcher.sending.models import DefinitionContent, DefinitionOptions, SendRequest
+from dispatcher.sending.templates import render
+from dispatcher.sending.transport import MailTransport, Outcome, transport_from_settings
+from dispatcher.settings import Settings
+
+log = get_logger("dispatcher.sender")
+SQL = queries("sending")
+CHANNEL = "dispatcher_messages"
+LEASE_SECONDS = 120.0
+INACTIVE_RECHECK = 60.0
+
+# statusCode of `failed` events: why a message was not sent (documented in README).
+UNSUBSCRIBED, DEFINITION_EXPIRED, DEFINITION_DELETED, RENDER_FAILED, RETRIES_EXHAUSTED = 1, 2, 3, 4, 5
+
+
+@dataclass
+class Result:
+    """What happened to one claimed message, ready to be written."""
+
+    status: str  # the message row's new status
+    event: events.NewEvent | None
+    delay: float | None = None
+    rendered: dict[str, Any] | None = None
+    redact: bool = False
+    suppress: list[str] = field(default_factory=list)
+
+
+def render_mail(
+    msg: asyncpg.Record, req: SendRequest, content: DefinitionContent, options: DefinitionOptions,
+    settings: Settings, keyring: Keyring,
+) -> tuple[OutgoingMail, dict[str, Any]]:  # fmt: skip
+    to, attrs, ck = req.recipient.to, req.recipient.attributes, req.recipient.contactKey
+
+    def r(source: str | None, html: bool = False) -> str | None:
+        return None if source is None else render(source, attrs, contact_key=ck, to=to, html=html)
+
+    key, account, mid, public = keyring.tracking_key, msg["account_id"], msg["id"], settings.public_url
+    html = r(content.html, html=True)
+    if html is not None and options.tracked:
+        html = tracking.rewrite_html(
+            html, public, lambda url: tracking.make_token(key, "c", account, mid, url),
+            open_token=tracking.make_token(key, "o", account, mid),
+        )  # fmt: skip
+    subject = r(content.subject) or ""
+    text = r(content.text)
+    mail = build_message(
+        from_=r(content.from_) or "", to=to, bcc=req.bcc or [], reply_to=r(content.replyTo), subject=subject,
+        html=html, text=text, preheader=r(content.preheader), headers=req.headers,
+        attachments=req.attachment_bytes(), message_key=msg["message_key"],
+        unsubscribe_url=tracking.tracking_url(public, "u", tracking.make_token(key, "u", account, mid)),
+    )  # fmt: skip
+    return mail, {"subject": subject, "html": html, "text": text}
+
+
+class MailSender:
+    def __init__(
+        self, database: Database, settings: Settings, keyring: Keyring, transport: MailTransport | None = None
+    ):
+        self.db, self.settings, self.keyring = database, settings, keyring
+        self.transport = transport or transport_from_settings(settings.mail_url, settings.data_dir)
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mail-sender")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            try:
+                async with asyncio.timeout(self.settings.shutdown_grace):
+                    await self._task
+            except TimeoutError:
+                log.warning("sender did not finish in time; leases will expire")
+        if self._listener is not None and not self._listener.is_closed():
+            self._listener.terminate()
+        await self.transport.aclose()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    self._listener = await asyncpg.connect(self.db.url, timeout=5)
+                    await self._listener.add_listener(CHANNEL, self._on_notify)
+                claimed = await self.db.pool.fetch(
+                    SQL["claim_messages"], self.id, self.settings.sender_concurrency, LEASE_SECONDS
+                )
+                failures = 0
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                failures += 1
+                log.warning("message claim failed; retrying", error=str(exc) or type(exc).__name__)
+                self._listener = None
+                await wait_event(self._wake, min(0.2 * 2**failures, 5.0))
+                continue
+            if claimed:
+                await self._send_all(claimed)
+            else:
+                await wait_event(self._wake, self.settings.poll_interval)
+                self._wake.clear()
+
+    async def _send_all(self, claimed: list[asyncpg.Record]) -> None:
+        definitions: dict[tuple[int, str], asyncpg.Record] = {}
+        by_account: dict[int, set[str]] = {}
+        for m in claimed:
+            if m["definition_key"]:
+                by_account.setdefault(m["account_id"], set()).add(m["definition_key"])
+        for account, keys in by_account.items():
+            for d in await self.db.pool.fetch(SQL["definitions_by_key"], account, list(keys)):
+                definitions.setdefault((account, d["definition_key"]), d)
+        await asyncio.gather(*(self._one(m, definitions) for m in claimed))
+
+    async def _one(self, msg: asyncpg.Record, definitions: dict[tuple[int, str], asyncpg.Record]) -> None:
+        try:
+            result = await self._decide(msg, definitions.get((msg["account_id"], msg["definition_key"])))
+            if result is None:
+                return
+            async with self.db.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    SQL["finish_message"],
+                    msg["id"],
+                    self.id,
+                    result.status,
+                    result.delay,
+                    result.rendered,
+                    result.redact,
+                )
+                for address in result.suppress:
+                    await conn.execute(SQL["suppress"], msg["account_id"], address, "unsubscribed")
+                if result.event is not None:
+                    await events.record_events(conn, msg["account_id"], [result.event])
+        except Exception:
+            log.exception("sending a message failed; its lease will expire", message_key=msg["message_key"])
+
+    def _event(self, msg: asyncpg.Record, type_: str, data: dict[str, Any]) -> events.NewEvent:
+        return events.NewEvent(
+            type=type_,
+            message_key=msg["message_key"],
+            data=data,
+            definition_key=msg["definition_key"],
+            recipient=msg["recipient"],
+        )
+
+    def _failed(self, msg: asyncpg.Record, code: int, reason: str, redact: bool) -> Result:
+        return Result("failed", self._event(msg, "failed", {"statusCode": code, "reason": reason}), redact=redact)
+
+    async def _decide(self, msg: asyncpg.Record, definition: asyncpg.Record | None) -> Result | None:
+        req = SendRequest.model_validate(msg["request"])
+        if msg["definition_key"]:
+            if definition is None or definition["deleted_at"] is not None:
+                return self._failed(msg, DEFINITION_DELETED, "send definition was deleted", False)
+            if definition["status"] != "active":
+                waited = (datetime.now(UTC) - msg["created_at"]).total_seconds()
+                if waited >= self.settings.inactive_definition_expiry:
+                    return self._failed(msg, DEFINITION_EXPIRED, "send definition stayed inactive", False)
+                await self.db.pool.execute(SQL["wait_for_definition"], msg["id"], self.id, INACTIVE_RECHECK)
+                return None
+        content = req.resolve_content(DefinitionContent.model_validate(definition["content"]) if definition else None)
+        options = req.resolve_options(DefinitionOptions.model_validate(definition["options"]) if definition else None)
+        redact = options.disableMessageRetention
+        if not options.sendToUnsubscribed:
+            blocked = await self.db.pool.fetch(
+                SQL["suppressed"], msg["account_id"], [req.recipient.to.lower(), req.recipient.to]
+            )
+            if blocked:
+                return self._failed(msg, UNSUBSCRIBED, "recipient is unsubscribed", redact)
+        try:
+            mail, rendered = render_mail(msg, req, content, options, self.settings, self.keyring)
+        except SendingError as exc:
+            return self._failed(msg, RENDER_FAILED, f"rendering failed: {exc}", redact)
+        result = await self.transport.send(mail)
+        to = req.recipient.to.lower()
+        primary = next((r for r in result.results if r.recipient.lower() == to), result.results[0])
+        keep = None if redact else rendered
+        log.info("mail", message_key=msg["message_key"], outcome=primary.outcome.value, smtp_code=primary.smtp_code)
+        if primary.outcome is Outcome.ACCEPTED:
+            return Result("sent", self._event(msg, "sent", {}), rendered=keep, redact=redact)
+        if primary.outcome is Outcome.BOUNCED:
+            data = {"bounceType": "hard", "smtpCode": primary.smtp_code, "reason": primary.reason}
+            return Result("bounced", self._event(msg, "bounced", data), rendered=keep, redact=redact)
+        schedule = self.settings.mail_retry_schedule
+        if msg["attempts"] >= len(schedule):
+            data = {"statusCode": RETRIES_EXHAUSTED, "reason": f"temporary failures did not clear: {primary.reason}"}
+            return Result("failed", self._event(msg, "failed", data), redact=redact)
+        data = {"smtpCode": primary.smtp_code, "reason": primary.reason, "attempt": msg["attempts"] + 1}
+        return Result("queued", self._event(msg, "deferred", data), delay=schedule[msg["attempts"]])

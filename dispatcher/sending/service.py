@@ -1,0 +1,180 @@
+"""Send definitions and messages in the database: CRUD, the creation quota, accepting sends (each with
+its `queued` event in the same transaction), drafts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from dispatcher import events
+from dispatcher.db import queries
+from dispatcher.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from dispatcher.sending.models import DefinitionContent, DefinitionCreate, DefinitionPatch, SendRequest
+
+SQL = queries("sending")
+
+
+def definition_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "definitionKey": row["definition_key"],
+        "name": row["name"],
+        "status": row["status"],
+        "description": row["description"],
+        "content": row["content"],
+        "options": row["options"],
+        "createdAt": row["created_at"].isoformat(),
+        "updatedAt": row["updated_at"].isoformat(),
+    }
+
+
+async def create_definition(
+    conn: asyncpg.Connection, account_id: int, body: DefinitionCreate, quota: int
+) -> asyncpg.Record:
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('dispatcher.definitions'), $1::int)", account_id % 2**31
+        )
+        if await conn.fetchval(SQL["definitions_created_recently"], account_id) >= quota:
+            raise RateLimited(
+                f"at most {quota} send definitions may be created per 7 days", headers={"Retry-After": "3600"}
+            )
+        try:
+            return await conn.fetchrow(
+                SQL["create_definition"], account_id, body.definitionKey, body.name, body.status, body.description,
+                body.content.model_dump(by_alias=True, exclude_none=True), body.options.model_dump(),
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError as exc:
+            field = "name" if "name" in (exc.constraint_name or "") else "definitionKey"
+            raise Conflict(f"a definition with this {field} already exists", field=field) from None
+
+
+async def get_definition(conn: asyncpg.Connection, account_id: int, key: str) -> asyncpg.Record:
+    row = await conn.fetchrow(SQL["get_definition"], account_id, key)
+    if row is None:
+        raise NotFound("no such definition")
+    return row
+
+
+async def list_definitions(conn: asyncpg.Connection, account_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SQL["list_definitions"], account_id)
+
+
+async def update_definition(
+    conn: asyncpg.Connection, account_id: int, key: str, patch: DefinitionPatch
+) -> asyncpg.Record:
+    changes = patch.model_dump(by_alias=True, exclude_unset=True)
+    content = patch.content.model_dump(by_alias=True, exclude_none=True) if patch.content else None
+    options = patch.options.model_dump() if patch.options else None
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                SQL["update_definition"], account_id, key, changes.get("definitionKey"), changes.get("name"),
+                changes.get("status"), "description" in changes, changes.get("description"), content, options,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError as exc:
+            field = "name" if "name" in (exc.constraint_name or "") else "definitionKey"
+            raise Conflict(f"a definition with this {field} already exists", field=field) from None
+        if row is None:
+            raise NotFound("no such definition")
+        if row["status"] == "active":
+            status = await conn.execute(SQL["release_waiting"], account_id, row["definition_key"])
+            if not status.endswith(" 0"):
+                await conn.execute(SQL["notify_messages"])
+    return row
+
+
+async def delete_definition(conn: asyncpg.Connection, account_id: int, key: str) -> None:
+    if await conn.fetchval(SQL["delete_definition"], account_id, key) is None:
+        raise NotFound("no such definition")
+
+
+# --- accepting sends ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewSend:
+    message_key: str
+    recipient: str
+    request: dict[str, Any]
+    status: str  # draft | scheduled | queued
+    send_at: datetime
+
+
+def plan_send(message_key: str, body: SendRequest) -> NewSend:
+    send_at = body.effective_send_at()
+    status = "draft" if body.queueDraft else ("scheduled" if send_at else "queued")
+    stored = body.model_dump(by_alias=True, exclude_none=True, mode="json")
+    stored.pop("queueDraft", None)
+    stored.pop("sendAt", None)
+    return NewSend(message_key, body.recipient.to, stored, status, send_at or datetime.now(UTC))
+
+
+def check_content(body: SendRequest, definition: asyncpg.Record | None) -> None:
+    if definition is None:
+        return
+    content = body.resolve_content(DefinitionContent.model_validate(definition["content"]))
+    missing = content.missing_for_send()
+    if missing:
+        name = "html or text" if missing[0] == "html" else missing[0]
+        raise InvalidRequest(f"{name} is required: the definition does not provide it", field=missing[0])
+
+
+async def accept(
+    conn: asyncpg.Connection, account_id: int, definition_key: str | None, sends: list[NewSend]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Store sends and their `queued` events (drafts get none) in the caller's transaction.
+    Returns ({key: status} accepted, {key: existing status} for keys already used)."""
+    rows = await conn.fetch(
+        SQL["insert_messages"], account_id, definition_key,
+        [s.message_key for s in sends], [s.status for s in sends], [s.request for s in sends],
+        [s.recipient for s in sends], [s.send_at for s in sends],
+    )  # fmt: skip
+    accepted = {r["message_key"]: r["status"] for r in rows}
+    taken = [s.message_key for s in sends if s.message_key not in accepted]
+    existing = (
+        {r["message_key"]: r["status"] for r in await conn.fetch(SQL["message_statuses"], account_id, taken)}
+        if taken
+        else {}
+    )
+    queued = [
+        events.NewEvent(
+            type="queued", message_key=s.message_key, data={}, definition_key=definition_key, recipient=s.recipient
+        )
+        for s in sends
+        if accepted.get(s.message_key) in ("queued", "scheduled")
+    ]
+    if queued:
+        await events.record_events(conn, account_id, queued)
+    if any(status == "queued" for status in accepted.values()):
+        await conn.execute(SQL["notify_messages"])
+    return accepted, existing
+
+
+async def get_message(conn: asyncpg.Connection, account_id: int, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(SQL["get_message"], account_id, key)
+
+
+async def send_draft(conn: asyncpg.Connection, account_id: int, key: str) -> asyncpg.Record:
+    row = await conn.fetchrow(SQL["send_draft"], account_id, key)
+    if row is None:
+        existing = await get_message(conn, account_id, key)
+        if existing is None:
+            raise NotFound("no such message")
+        raise Conflict(f"message is {existing['status']}, not a draft", extra={"status": existing["status"]})
+    event = events.NewEvent(
+        type="queued", message_key=key, data={}, definition_key=row["definition_key"], recipient=row["recipient"]
+    )
+    await events.record_events(conn, account_id, [event])
+    await conn.execute(SQL["notify_messages"])
+    return row
+
+
+async def discard_draft(conn: asyncpg.Connection, account_id: int, key: str) -> None:
+    if await conn.fetchval(SQL["delete_draft"], account_id, key) is None:
+        existing = await get_message(conn, account_id, key)
+        if existing is None:
+            raise NotFound("no such message")
+        raise Conflict(f"message is {existing['status']}, not a draft", extra={"status": existing["status"]})

@@ -1,0 +1,111 @@
+-- name: create_definition
+-- A new send definition.
+INSERT INTO definitions (account_id, definition_key, name, status, description, content, options)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *
+
+-- name: definitions_created_recently
+-- The rolling 7-day creation quota counts deleted definitions too.
+SELECT count(*) FROM definitions WHERE account_id = $1 AND created_at > now() - interval '7 days'
+
+-- name: get_definition
+-- A live definition by key.
+SELECT * FROM definitions WHERE account_id = $1 AND definition_key = $2 AND deleted_at IS NULL
+
+-- name: list_definitions
+-- An account's live definitions.
+SELECT * FROM definitions WHERE account_id = $1 AND deleted_at IS NULL ORDER BY id
+
+-- name: update_definition
+-- PATCH a definition.
+UPDATE definitions SET
+    definition_key = coalesce($3, definition_key),
+    name = coalesce($4, name),
+    status = coalesce($5, status),
+    description = CASE WHEN $6::boolean THEN $7 ELSE description END,
+    content = coalesce($8, content),
+    options = coalesce($9, options),
+    updated_at = now()
+WHERE account_id = $1 AND definition_key = $2 AND deleted_at IS NULL
+RETURNING *
+
+-- name: delete_definition
+-- Soft delete.
+UPDATE definitions SET deleted_at = now() WHERE account_id = $1 AND definition_key = $2 AND deleted_at IS NULL
+RETURNING id
+
+-- name: release_waiting
+-- Sends that waited for their definition to become active are due now.
+UPDATE messages SET next_attempt_at = now()
+WHERE account_id = $1 AND definition_key = $2 AND status = 'queued' AND next_attempt_at > now()
+
+-- name: insert_messages
+-- Accept sends; an existing message key is left alone (the caller answers 409 for it).
+INSERT INTO messages (account_id, message_key, definition_key, status, request, recipient, next_attempt_at)
+SELECT $1, t.message_key, $2, t.status, t.request, t.recipient, t.next_at
+FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[])
+     WITH ORDINALITY AS t(message_key, status, request, recipient, next_at, ord)
+ORDER BY t.ord
+ON CONFLICT (account_id, message_key) DO NOTHING
+RETURNING id, message_key, status
+
+-- name: message_statuses
+-- Existing messages by key (for 409 answers).
+SELECT message_key, status FROM messages WHERE account_id = $1 AND message_key = ANY($2::text[])
+
+-- name: get_message
+-- One message of an account.
+SELECT * FROM messages WHERE account_id = $1 AND message_key = $2
+
+-- name: message_by_id
+-- The message a tracking token points at.
+SELECT id, account_id, message_key, definition_key, recipient FROM messages WHERE id = $1 AND account_id = $2
+
+-- name: send_draft
+-- A draft becomes queued.
+UPDATE messages SET status = 'queued', next_attempt_at = now()
+WHERE account_id = $1 AND message_key = $2 AND status = 'draft' RETURNING *
+
+-- name: delete_draft
+-- Discard a draft.
+DELETE FROM messages WHERE account_id = $1 AND message_key = $2 AND status = 'draft' RETURNING id
+
+-- name: notify_messages
+-- Wake the senders at commit.
+SELECT pg_notify('dispatcher_messages', '')
+
+-- name: claim_messages
+-- Due messages under a lease (next_attempt_at moves to the lease expiry).
+UPDATE messages m SET next_attempt_at = now() + make_interval(secs => $3), lease_owner = $1,
+                      status = 'queued'
+FROM (SELECT id FROM messages
+      WHERE status IN ('queued', 'scheduled') AND next_attempt_at <= now()
+      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+WHERE m.id = due.id
+RETURNING m.*
+
+-- name: definitions_by_key
+-- Definitions the claimed messages need (deleted ones included, to fail them clearly).
+SELECT * FROM definitions WHERE account_id = $1 AND definition_key = ANY($2::text[])
+ORDER BY deleted_at NULLS FIRST
+
+-- name: suppressed
+-- Which of these addresses are on the account's suppression list.
+SELECT address FROM suppressions WHERE account_id = $1 AND address = ANY($2::text[])
+
+-- name: finish_message
+-- The outcome of a send attempt.
+UPDATE messages SET status = $3, attempts = attempts + 1, lease_owner = NULL,
+    next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,
+    rendered = coalesce($5, rendered),
+    request = CASE WHEN $6 THEN jsonb_build_object('redacted', true) ELSE request END,
+    sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END
+WHERE id = $1 AND lease_owner = $2
+
+-- name: wait_for_definition
+-- The definition is inactive: look again later (activation makes it due at once).
+UPDATE messages SET next_attempt_at = now() + make_interval(secs => $3), lease_owner = NULL
+WHERE id = $1 AND lease_owner = $2
+
+-- name: suppress
+-- Add an address to the account's suppression list.
+INSERT INTO suppressions (account_id, address, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING
