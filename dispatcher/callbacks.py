@@ -99,6 +99,7 @@ async def update_callback(
             " AND next_attempt_at > now()",
             current["id"],
         )
+        await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
     return row, verification_key
 
 

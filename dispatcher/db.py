@@ -2,7 +2,7 @@
 
 SQL lives in `dispatcher/sql/<concept>.sql` as named blocks::
 
-    -- name: insert_events
+    -- name: record_events
     -- One line saying what it does.
     INSERT INTO ...
 
@@ -64,8 +64,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Connections carry no session state here (LISTEN uses its own connection, advisory locks are
+    transaction-scoped), so the default RESET ALL/UNLISTEN round trip on every release is skipped."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset)
     assert pool is not None
     return pool
 

@@ -172,11 +172,12 @@ def event_json(row: asyncpg.Record) -> dict[str, Any]:
 async def record_events(
     conn: asyncpg.Connection, account_id: int, events: list[NewEvent]
 ) -> tuple[list[asyncpg.Record], int]:
-    """Store events and their deliveries; the caller owns the transaction. Returns the rows in input
-    order (the original row for a client id already stored) and how many were new."""
+    """Store events and their deliveries in one statement (atomic on its own, or part of the caller's
+    transaction). Returns the rows in input order (the original row for a client id already stored)
+    and how many were new."""
     now = datetime.now(UTC)
     rows = await conn.fetch(
-        SQL["insert_events"],
+        SQL["record_events"],
         account_id,
         [e.client_id for e in events],
         [e.type for e in events],
@@ -186,10 +187,6 @@ async def record_events(
         [e.occurred_at or now for e in events],
         [e.data for e in events],
     )
-    if rows:
-        status = await conn.execute(SQL["fan_out"], account_id, [r["id"] for r in rows])
-        if not status.endswith(" 0"):
-            await conn.execute(SQL["notify_deliveries"])
     if len(rows) == len(events):
         return sorted(rows, key=lambda r: r["id"]), len(rows)
 

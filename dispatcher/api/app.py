@@ -22,6 +22,8 @@ from dispatcher.api.routing import Call, Route, Router, json_response, query_dic
 from dispatcher.delivery import outbound
 from dispatcher.delivery.worker import DeliveryWorker
 from dispatcher.logs import get_logger
+from dispatcher.metrics import Metrics
+from dispatcher.retention import Purger
 from dispatcher.sending.sender import MailSender
 from dispatcher.settings import Settings
 
@@ -36,13 +38,18 @@ def routers() -> list[Router]:
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        principal = await authorize(request, route.scope) if route.scope else None
+        if route.hold_conn and route.scope:
+            async with request.app[DB].pool.acquire() as conn:
+                return await run(request, await authorize(request, route.scope, conn), conn)
+        return await run(request, await authorize(request, route.scope) if route.scope else None, None)
+
+    async def run(request: web.Request, principal: Any, conn: Any) -> web.StreamResponse:
         body = None
         if route.body is not None:
             data = await read_json(request, route.max_body or request.app[SETTINGS].max_body_bytes)
             body = data if route.raw_body else validate(route.body, data)
         query = validate(route.query, query_dict(request, route.query)) if route.query is not None else None
-        result = await route.handler(Call(request, principal, body, query))
+        result = await route.handler(Call(request, principal, body, query, conn))
         if isinstance(result, web.StreamResponse):
             return result
         return json_response(result, route.status)
@@ -108,14 +115,18 @@ def _delivery_worker(app: web.Application) -> DeliveryWorker:
 
 
 def _mail_sender(app: web.Application) -> MailSender:
-    return MailSender(app[DB], app[SETTINGS], app[KEYRING])
+    return MailSender(app[DB], app[SETTINGS], app[KEYRING], metrics=app[METRICS])
+
+
+def _purger(app: web.Application) -> Purger:
+    return Purger(app[DB], app[SETTINGS])
 
 
 def background_services(role: str) -> list[Callable[[web.Application], Any]]:
     """Workers this process runs for `role`; each has async start() and stop()."""
     if role == "api":
         return []
-    return [_delivery_worker, _mail_sender]
+    return [_delivery_worker, _mail_sender, _purger]
 
 
 def create_app(
@@ -131,6 +142,7 @@ def create_app(
     biggest = max([settings.max_body_bytes] + [r.max_body or 0 for r in table])
     app = web.Application(middlewares=[request_context], client_max_size=biggest)
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
     app[SERVICES] = {}
     app[RATE_LIMITER] = TokenBuckets(settings.rate_limit_per_second)
     if role == "worker":

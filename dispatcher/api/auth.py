@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -39,12 +40,12 @@ class TokenBuckets:
 RATE_LIMITER = web.AppKey("rate_limiter", TokenBuckets)
 
 
-async def authorize(request: web.Request, scope: str) -> Principal:
+async def authorize(request: web.Request, scope: str, conn: Any = None) -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    principal = await accounts.authenticate(request.app[DB].pool, key.strip())
+    principal = await accounts.authenticate(conn or request.app[DB].pool, key.strip())
     if principal is None:
         raise Unauthorized("invalid or revoked API key")
     request[PRINCIPAL] = principal

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from dispatcher import events
-from dispatcher.api.keys import DB
+from dispatcher.api.keys import DB, METRICS
 from dispatcher.api.routing import Call, Router, json_response, validate
 from dispatcher.errors import InvalidRequest, NotFound
 
@@ -66,14 +66,16 @@ class MessageOut(BaseModel):
 
 @router.route(
     "POST", "/v1/events", summary="Record one event or a batch (all or nothing)", scope="events:write",
-    body=EventsBody, response=EventOut | EventListOut, status=201, tag="events", raw_body=True,
+    body=EventsBody, response=EventOut | EventListOut, status=201, tag="events", raw_body=True, hold_conn=True,
 )  # fmt: skip
 async def post_events(call: Call) -> Any:
     items, is_batch = parse_events_body(call.body)
     new = [events.NewEvent.from_api(e) for e in items]
     assert call.principal is not None
-    async with call.app[DB].pool.acquire() as conn, conn.transaction():
-        rows, created = await events.record_events(conn, call.principal.account_id, new)
+    rows, created = await events.record_events(call.conn, call.principal.account_id, new)
+    counter = call.app[METRICS].events
+    for e in new:
+        counter.labels(e.type).inc()
     status = 201 if created else 200
     if is_batch:
         return json_response({"events": [events.event_json(r) for r in rows], "created": created}, status)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from dispatcher.api.keys import DB
+from aiohttp import web
+
+from dispatcher.api.keys import DB, METRICS, SETTINGS
 from dispatcher.api.routing import Call, Router, json_response
+from dispatcher.errors import Unauthorized
+from dispatcher.metrics import CONTENT_TYPE
 
 router = Router()
 
@@ -25,3 +29,14 @@ async def readyz(call: Call) -> Any:
     except Exception:
         return json_response({"status": "unavailable", "database": "unreachable"}, 503)
     return {"status": "ok"}
+
+
+@router.route(
+    "GET", "/metrics", summary="Prometheus metrics (bearer DISPATCHER_METRICS_TOKEN when set)", scope=None, tag="health"
+)
+async def metrics(call: Call) -> Any:
+    token = call.app[SETTINGS].metrics_token
+    if token and call.request.headers.get("Authorization", "") != f"Bearer {token}":
+        raise Unauthorized("metrics need 'Authorization: Bearer <DISPATCHER_METRICS_TOKEN>'")
+    body = await call.app[METRICS].render(call.app[DB].pool)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -10,6 +10,7 @@ from aiohttp import web
 from dispatcher.accounts import Principal
 from dispatcher.crypto import Keyring
 from dispatcher.db import Database
+from dispatcher.metrics import Metrics
 from dispatcher.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,6 +18,6 @@ DB = web.AppKey("db", Database)
 SERVICES = web.AppKey("services", dict[str, Any])
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
-METRICS = web.AppKey("metrics", object)
+METRICS = web.AppKey("metrics", Metrics)
 KEYRING = web.AppKey("keyring", Keyring)
 OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -50,7 +49,7 @@ async def request_context(request: web.Request, handler):  # type: ignore[no-unt
             account_id=principal.account_id if principal else None,
             request_id=request_id,
         )
-        metrics: Any = request.app.get(METRICS)
+        metrics = request.app.get(METRICS)
         if metrics is not None:
             metrics.observe_request(request, status)
 

@@ -104,11 +104,13 @@ async def delete_definition(call: Call) -> Any:
 
 
 @router.route("POST", "/v1/messages/{messageKey}", summary="Send one message (202 after commit)", scope="messages:send",
-              body=models.SendRequest, response=SendOut, status=202, tag="sending", max_body=SEND_MAX_BODY)  # fmt: skip
+              body=models.SendRequest, response=SendOut, status=202, tag="sending", max_body=SEND_MAX_BODY,
+              hold_conn=True)  # fmt: skip
 async def send_message(call: Call) -> Any:
     key = _message_key(call)
     body: models.SendRequest = call.body
-    async with call.app[DB].pool.acquire() as conn, conn.transaction():
+    conn = call.conn
+    async with conn.transaction():
         definition = (
             await service.get_definition(conn, _account(call), body.definitionKey) if body.definitionKey else None
         )

@@ -96,6 +96,8 @@ class DeliveryWorker:
             timedelta(seconds=settings.disable_after),
             timedelta(seconds=settings.failing_probe_interval),
         )
+        # Jobs held per callback: two rounds of its concurrency, so the next round is queued locally.
+        self._share = 2 * settings.callback_concurrency
         self._wake = asyncio.Event()
         self._stopping = False
         self._closed = False
@@ -187,9 +189,9 @@ class DeliveryWorker:
 
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings
-        saturated = [cb for cb, n in self._local.items() if n >= s.callback_concurrency]
+        saturated = [cb for cb, n in self._local.items() if n >= self._share]
         return await self.db.pool.fetch(
-            SQL["claim"], self.id, saturated, s.callback_concurrency, s.claim_batch, s.lease_seconds, s.batch_linger
+            SQL["claim"], self.id, saturated, self._share, s.claim_batch, s.lease_seconds, s.batch_linger
         )
 
     def _group(self, rows: list[asyncpg.Record]) -> list[Job]:
@@ -218,8 +220,8 @@ class DeliveryWorker:
             del self._local[job.callback_id]
         else:
             self._local[job.callback_id] = left
-        # Claim more for this callback once half its share has drained.
-        if left == self.settings.callback_concurrency // 2 or self._free() == 1:
+        # Refill while the callback still has a full round queued, so its requests never wait on a claim.
+        if left == self._share - self.settings.callback_concurrency or self._free() == 1:
             self._wake.set()
 
     # --- one request -------------------------------------------------------------------------

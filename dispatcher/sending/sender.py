@@ -80,9 +80,10 @@ def render_mail(
 
 class MailSender:
     def __init__(
-        self, database: Database, settings: Settings, keyring: Keyring, transport: MailTransport | None = None
-    ):
-        self.db, self.settings, self.keyring = database, settings, keyring
+        self, database: Database, settings: Settings, keyring: Keyring, transport: MailTransport | None = None,
+        metrics: Any = None,
+    ):  # fmt: skip
+        self.db, self.settings, self.keyring, self.metrics = database, settings, keyring, metrics
         self.transport = transport or transport_from_settings(settings.mail_url, settings.data_dir)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
@@ -162,6 +163,8 @@ class MailSender:
                     await conn.execute(SQL["suppress"], msg["account_id"], address, "unsubscribed")
                 if result.event is not None:
                     await events.record_events(conn, msg["account_id"], [result.event])
+            if result.event is not None and self.metrics is not None:
+                self.metrics.mail.labels(result.event.type).inc()
         except Exception:
             log.exception("sending a message failed; its lease will expire", message_key=msg["message_key"])
 

@@ -1,34 +1,43 @@
--- name: insert_events
--- Insert a batch in input order; a client id already stored for the account is skipped.
-INSERT INTO events (account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data)
-SELECT $1, t.client_id, t.type, t.message_key, t.definition_key, t.recipient, t.occurred_at, t.data
-FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[])
-     WITH ORDINALITY AS t(client_id, type, message_key, definition_key, recipient, occurred_at, data, ord)
-ORDER BY t.ord
-ON CONFLICT (account_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
-RETURNING id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
+-- name: record_events
+-- The one way to record events: insert a batch in input order (a client id already stored for the
+-- account is skipped), write the outbox rows for every active subscription that matches, and wake
+-- the workers at commit -- one statement, one round trip. Unverified callbacks get nothing;
+-- disabled ones accumulate pending rows until re-enabled. '*' means every message event;
+-- operational events (callback.*) must be named explicitly.
+WITH ins AS (
+    INSERT INTO events (account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data)
+    SELECT $1, t.client_id, t.type, t.message_key, t.definition_key, t.recipient, t.occurred_at, t.data
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[])
+         WITH ORDINALITY AS t(client_id, type, message_key, definition_key, recipient, occurred_at, data, ord)
+    ORDER BY t.ord
+    ON CONFLICT (account_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING id, account_id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
+),
+fan AS (
+    INSERT INTO deliveries (account_id, event_id, callback_id)
+    SELECT DISTINCT e.account_id, e.id, s.callback_id
+    FROM ins e
+    JOIN subscriptions s ON s.account_id = e.account_id AND s.status = 'active'
+    JOIN callbacks c ON c.id = s.callback_id AND c.status <> 'pending_verification'
+    WHERE (s.event_types @> ARRAY[e.type] OR (s.event_types @> ARRAY['*'] AND e.type NOT LIKE 'callback.%'))
+      AND (s.filters = '{}'::jsonb
+           OR (e.data || jsonb_strip_nulls(jsonb_build_object(
+                 'definitionKey', e.definition_key, 'messageKey', e.message_key, 'recipient', e.recipient)))
+              @> s.filters)
+    ON CONFLICT (event_id, callback_id) DO NOTHING
+    RETURNING 1
+),
+woke AS (
+    SELECT pg_notify('dispatcher_deliveries', '') FROM (SELECT 1 FROM fan LIMIT 1) any_delivery
+)
+SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data,
+       (SELECT count(*) FROM woke) AS woke
+FROM ins
 
 -- name: events_by_client_id
 -- The stored events for client ids (idempotent replays answer with the original).
 SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
 FROM events WHERE account_id = $1 AND client_id = ANY($2::text[])
-
--- name: fan_out
--- The outbox: one delivery per (event, callback) for every active subscription that matches.
--- Unverified callbacks get nothing; disabled ones accumulate pending rows until re-enabled.
--- '*' means every message event; operational events (callback.*) must be named explicitly.
-INSERT INTO deliveries (account_id, event_id, callback_id)
-SELECT DISTINCT e.account_id, e.id, s.callback_id
-FROM events e
-JOIN subscriptions s ON s.account_id = e.account_id AND s.status = 'active'
-JOIN callbacks c ON c.id = s.callback_id AND c.status <> 'pending_verification'
-WHERE e.account_id = $1 AND e.id = ANY($2::bigint[])
-  AND (s.event_types @> ARRAY[e.type] OR (s.event_types @> ARRAY['*'] AND e.type NOT LIKE 'callback.%'))
-  AND (s.filters = '{}'::jsonb
-       OR (e.data || jsonb_strip_nulls(jsonb_build_object(
-             'definitionKey', e.definition_key, 'messageKey', e.message_key, 'recipient', e.recipient)))
-          @> s.filters)
-ON CONFLICT (event_id, callback_id) DO NOTHING
 
 -- name: notify_deliveries
 -- Wake workers; delivered at commit, collapsed within a transaction.

@@ -1,0 +1,72 @@
+"""Retention: a background purge of old events (with their deliveries and attempts), attempts,
+finished messages and stored bodies, in bounded batches so it never holds long locks on hot tables.
+One process purges at a time (a transaction-scoped advisory lock per batch)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from dispatcher.db import Database, queries
+from dispatcher.delivery.worker import wait_event
+from dispatcher.logs import get_logger
+from dispatcher.settings import Settings
+
+log = get_logger("dispatcher.retention")
+SQL = queries("retention")
+DAY = 86400.0
+_LOCK = 0x70757267  # "purg"
+
+
+class Purger:
+    def __init__(self, database: Database, settings: Settings):
+        self.db, self.settings = database, settings
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def plan(self) -> list[tuple[str, float]]:
+        s = self.settings
+        steps = []
+        if s.retention_days is not None:
+            steps += [(name, s.retention_days * DAY) for name in ("purge_events", "purge_attempts", "purge_messages")]
+        if s.message_body_retention_days is not None:
+            steps.append(("purge_bodies", s.message_body_retention_days * DAY))
+        return steps
+
+    async def start(self) -> None:
+        if self.plan():
+            self._task = asyncio.create_task(self._run(), name="retention")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.purge()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("purge failed; will retry", error=str(exc))
+            await wait_event(self._stop, self.settings.purge_interval)
+
+    async def purge(self) -> dict[str, int]:
+        """Run every step until a batch comes back short; returns rows affected per step."""
+        done: dict[str, int] = {}
+        for name, age in self.plan():
+            total = 0
+            while not self._stop.is_set():
+                async with self.db.pool.acquire() as conn, conn.transaction():
+                    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
+                        return done  # another process is purging
+                    status = await conn.execute(SQL[name], age, self.settings.purge_batch)
+                count = int(status.split()[-1])
+                total += count
+                if count < self.settings.purge_batch:
+                    break
+                await asyncio.sleep(0.05)  # let the hot path breathe between batches
+            done[name] = total
+        if any(done.values()):
+            log.info("purged", **done)
+        return done

@@ -1,0 +1,23 @@
+-- name: purge_events
+-- Old events go with their deliveries and attempts (ON DELETE CASCADE), unless still being delivered.
+DELETE FROM events WHERE id IN (
+    SELECT e.id FROM events e
+    WHERE e.recorded_at < now() - make_interval(secs => $1)
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+    LIMIT $2)
+
+-- name: purge_attempts
+-- Attempt log rows older than the retention (of deliveries that are still kept).
+DELETE FROM attempts WHERE id IN (
+    SELECT id FROM attempts WHERE started_at < now() - make_interval(secs => $1) LIMIT $2)
+
+-- name: purge_messages
+-- Finished messages older than the retention.
+DELETE FROM messages WHERE id IN (
+    SELECT id FROM messages WHERE created_at < now() - make_interval(secs => $1)
+      AND status IN ('sent', 'failed', 'bounced') LIMIT $2)
+
+-- name: purge_bodies
+-- Rendered bodies older than the body retention; metadata and events stay.
+UPDATE messages SET rendered = NULL WHERE id IN (
+    SELECT id FROM messages WHERE rendered IS NOT NULL AND created_at < now() - make_interval(secs => $1) LIMIT $2)

@@ -1,0 +1,72 @@
+"""Operations: metrics, retention, roles."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.api.app import create_app
+from dispatcher.retention import Purger
+from tests.conftest import Api, make_key, setup_callback, wait_until
+from tests.receiver import Receiver
+
+
+async def test_metrics_expose_requests_events_deliveries_and_queue_state(api: Api, receiver: Receiver):
+    await setup_callback(api, receiver)
+    await api.post(
+        "/v1/events", {"events": [{"type": "sent", "messageKey": "m1"}, {"type": "opened", "messageKey": "m1"}]}
+    )
+    await receiver.wait_for(2)
+    resp = await api.client.get("/metrics")
+    assert resp.status == 200 and resp.content_type.startswith("text/plain")
+    text = await resp.text()
+    assert 'dispatcher_events_ingested_total{type="sent"} 1.0' in text
+    assert 'dispatcher_http_requests_total{method="POST",route="/v1/events",status="201"} 1.0' in text
+    assert "dispatcher_webhook_attempt_seconds_bucket" in text
+    assert 'dispatcher_callbacks{status="active"} 1.0' in text
+    assert "dispatcher_deliveries_pending" in text and "dispatcher_oldest_due_delivery_seconds" in text
+
+
+async def test_metrics_can_require_a_token(database, settings, aiohttp_client):
+    client = await aiohttp_client(
+        create_app(settings.model_copy(update={"metrics_token": "s3cret"}), database=database)
+    )
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer s3cret"})).status == 200
+
+
+async def test_short_retention_purges_old_events_with_their_deliveries_but_keeps_pending_and_recent(
+    api: Api, database, settings, receiver: Receiver
+):
+    callback_id, _ = await setup_callback(api, receiver)
+    await api.post("/v1/events", {"events": [{"type": "sent", "messageKey": f"old{i}"} for i in range(25)]})
+    await receiver.wait_for(25)
+
+    async def all_recorded():
+        return await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'succeeded'") == 25
+
+    await wait_until(all_recorded)
+    await api.patch(f"/v1/callbacks/{callback_id}", {"status": "disabled"})
+    await api.post("/v1/events", {"type": "sent", "messageKey": "old-but-pending"})
+    await database.pool.execute("UPDATE events SET recorded_at = now() - interval '3 days'")
+    await database.pool.execute("UPDATE attempts SET started_at = now() - interval '3 days'")
+    await api.post("/v1/events", {"type": "sent", "messageKey": "recent"})
+    purger = Purger(database, settings.model_copy(update={"retention_days": 1, "purge_batch": 10}))
+    done = await purger.purge()
+    assert done["purge_events"] == 25
+    keys = {r["message_key"] for r in await database.pool.fetch("SELECT message_key FROM events")}
+    assert keys == {"old-but-pending", "recent"}
+    assert await database.pool.fetchval("SELECT count(*) FROM attempts") == 0
+    assert await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'") == 2
+    assert (await purger.purge())["purge_events"] == 0
+
+
+@pytest.mark.parametrize("role", ["api", "worker"])
+async def test_roles_split_the_api_from_the_workers(database, settings, aiohttp_client, role):
+    app = create_app(settings, database=database, role=role)
+    client = await aiohttp_client(app)
+    key = await make_key(database, "acme")
+    status = (await client.get("/v1/events", headers={"Authorization": f"Bearer {key}"})).status
+    assert status == (200 if role == "api" else 404)
+    assert (await client.get("/readyz")).status == 200
+    running = [type(s).__name__ for s in app[__import__("dispatcher.api.keys").api.keys.SERVICES]["running"]]
+    assert running == ([] if role == "api" else ["DeliveryWorker", "MailSender", "Purger"])
