@@ -85,7 +85,7 @@ async def environment(args: argparse.Namespace, *, ports: int = 1) -> AsyncItera
         await pg.start()
         receiver = await Receiver(ports=ports).start()
         extra = dict(item.split("=", 1) for item in args.service_env)
-        service = await Service(tmp, pg.url, extra).start()
+        service = await Service(tmp, pg.url, extra, split=args.split).start()
         api = Api(service.url, service.key)
         yield Env(args, pg, service, receiver, api)
     except NotAvailable:

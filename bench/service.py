@@ -81,8 +81,9 @@ class Postgres:
 class Service:
     """`python -m dispatcher serve` with the bench's environment; output goes to files in tmp."""
 
-    def __init__(self, tmp: Path, database_url: str, extra_env: dict[str, str] | None = None):
-        self.tmp, self.database_url = tmp, database_url
+    def __init__(self, tmp: Path, database_url: str, extra_env: dict[str, str] | None = None, split: bool = False):
+        self.tmp, self.database_url, self.split = tmp, database_url, split
+        self.worker: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = extra_env or {}
@@ -104,11 +105,12 @@ class Service:
         env.update(self.extra_env)
         return env
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, role: str = "all", port: int | None = None, name: str = "service") -> subprocess.Popen[bytes]:
         (self.tmp / "data").mkdir(parents=True, exist_ok=True)
-        with open(self.stderr_path, "wb") as err, open(self.tmp / "service.stdout", "wb") as out:
+        command = [sys.executable, "-m", "dispatcher", "serve", "--port", str(port or self.port), "--role", role]
+        with open(self.tmp / f"{name}.stderr", "wb") as err, open(self.tmp / f"{name}.stdout", "wb") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "dispatcher", "serve", "--port", str(self.port)],
+                command,
                 env=self.env(),
                 stdout=out,
                 stderr=err,
@@ -117,7 +119,11 @@ class Service:
             )
 
     async def start(self, timeout: float = 60.0) -> Service:
-        self.proc = self._spawn()
+        # --split: an API process and a worker process, as deployed (`serve --role api|worker`),
+        # so the service can use both cores; otherwise one `serve` doing both.
+        self.proc = self._spawn("api" if self.split else "all")
+        if self.split:
+            self.worker = self._spawn("worker", free_port(), "worker")
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
@@ -162,14 +168,15 @@ class Service:
         return self.proc.pid if self.proc else None
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            await asyncio.to_thread(self.proc.wait, 5)
+        for proc in (self.proc, self.worker):
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 5)
 
 
 class Api:

@@ -88,7 +88,7 @@ async def list_keys(conn: asyncpg.Connection, account_id: int) -> list[asyncpg.R
 
 
 async def revoke_key(conn: asyncpg.Connection, key_id: int) -> bool:
-    return await conn.fetchval(SQL["revoke_key"], key_id) is not None
+    return await conn.fetchrow(SQL["revoke_key"], key_id) is not None
 
 
 async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> Principal | None:

@@ -15,7 +15,7 @@ from dispatcher.api import callbacks as callbacks_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api import sending as sending_api
-from dispatcher.api.auth import RATE_LIMITER, TokenBuckets, authorize
+from dispatcher.api.auth import KEY_CACHE, RATE_LIMITER, KeyCache, TokenBuckets, authorize
 from dispatcher.api.keys import DB, KEYRING, METRICS, OUTBOUND, SERVICES, SETTINGS
 from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
@@ -90,6 +90,9 @@ async def _lifecycle(
             key = await accounts.bootstrap(conn)
         if key:
             _print_first_key(key, settings)
+    if role != "worker":
+        app[KEY_CACHE] = KeyCache(app[DB])
+        await app[KEY_CACHE].start()
     services = [factory(app) for factory in background_services(role)]
     app[SERVICES]["running"] = services
     for service in services:
@@ -104,6 +107,8 @@ async def _lifecycle(
             task.cancel()
         await asyncio.gather(*verifications, return_exceptions=True)
         await app[OUTBOUND].close()
+        if KEY_CACHE in app:
+            await app[KEY_CACHE].stop()
         if owned:
             await app[DB].close()
             if app[DB].server is not None:

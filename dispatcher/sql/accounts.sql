@@ -27,8 +27,11 @@ SELECT id, prefix, scopes, allowed_cidrs, created_at, last_used_at, revoked_at
 FROM api_keys WHERE account_id = $1 ORDER BY id
 
 -- name: revoke_key
--- Revoking is immediate: authentication reads revoked_at on every request.
-UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id
+-- Revoking is immediate: every process's key cache hears the NOTIFY at commit and forgets the key.
+WITH revoked AS (
+    UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id, key_hash
+)
+SELECT id, pg_notify('dispatcher_keys', encode(key_hash, 'hex')) FROM revoked
 
 -- name: authenticate
 -- The live key with this hash.
