@@ -10,7 +10,7 @@ import asyncio
 import os
 import secrets
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ SQL = queries("sending")
 CHANNEL = "dispatcher_messages"
 LEASE_SECONDS = 120.0
 INACTIVE_RECHECK = 60.0
+CLAIM_BATCH = 100
 
 # statusCode of `failed` events: why a message was not sent (documented in README).
 UNSUBSCRIBED, DEFINITION_EXPIRED, DEFINITION_DELETED, RENDER_FAILED, RETRIES_EXHAUSTED = 1, 2, 3, 4, 5
@@ -48,7 +49,7 @@ class Result:
     delay: float | None = None
     rendered: dict[str, Any] | None = None
     redact: bool = False
-    suppress: list[str] = field(default_factory=list)
+    tried: int = 1  # counts toward the retry schedule
 
 
 def render_mail(
@@ -117,9 +118,7 @@ class MailSender:
                 if self._listener is None or self._listener.is_closed():
                     self._listener = await asyncpg.connect(self.db.url, timeout=5)
                     await self._listener.add_listener(CHANNEL, self._on_notify)
-                claimed = await self.db.pool.fetch(
-                    SQL["claim_messages"], self.id, self.settings.sender_concurrency, LEASE_SECONDS
-                )
+                claimed = await self.db.pool.fetch(SQL["claim_messages"], self.id, CLAIM_BATCH, LEASE_SECONDS)
                 failures = 0
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 failures += 1
@@ -134,6 +133,8 @@ class MailSender:
                 self._wake.clear()
 
     async def _send_all(self, claimed: list[asyncpg.Record]) -> None:
+        """Decide every claimed message (rendering and transport calls run concurrently), then write
+        all outcomes in one transaction."""
         definitions: dict[tuple[int, str], asyncpg.Record] = {}
         by_account: dict[int, set[str]] = {}
         for m in claimed:
@@ -142,31 +143,44 @@ class MailSender:
         for account, keys in by_account.items():
             for d in await self.db.pool.fetch(SQL["definitions_by_key"], account, list(keys)):
                 definitions.setdefault((account, d["definition_key"]), d)
-        await asyncio.gather(*(self._one(m, definitions) for m in claimed))
+        rows = await self.db.pool.fetch(
+            SQL["suppressed"], [m["account_id"] for m in claimed], [m["recipient"].lower() for m in claimed]
+        )
+        suppressed = {(r["account_id"], r["address"]) for r in rows}
+        limit = asyncio.Semaphore(self.settings.sender_concurrency)
 
-    async def _one(self, msg: asyncpg.Record, definitions: dict[tuple[int, str], asyncpg.Record]) -> None:
-        try:
-            result = await self._decide(msg, definitions.get((msg["account_id"], msg["definition_key"])))
-            if result is None:
-                return
-            async with self.db.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    SQL["finish_message"],
-                    msg["id"],
-                    self.id,
-                    result.status,
-                    result.delay,
-                    result.rendered,
-                    result.redact,
-                )
-                for address in result.suppress:
-                    await conn.execute(SQL["suppress"], msg["account_id"], address, "unsubscribed")
-                if result.event is not None:
-                    await events.record_events(conn, msg["account_id"], [result.event])
-            if result.event is not None and self.metrics is not None:
-                self.metrics.mail.labels(result.event.type).inc()
-        except Exception:
-            log.exception("sending a message failed; its lease will expire", message_key=msg["message_key"])
+        async def decide(msg: asyncpg.Record) -> Result:
+            async with limit:
+                definition = definitions.get((msg["account_id"], msg["definition_key"]))
+                return await self._decide(msg, definition, (msg["account_id"], msg["recipient"].lower()) in suppressed)
+
+        outcomes = await asyncio.gather(*(decide(m) for m in claimed), return_exceptions=True)
+        done: list[tuple[asyncpg.Record, Result]] = []
+        for msg, outcome in zip(claimed, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("sending a message failed; its lease will expire", message_key=msg["message_key"],
+                          error=repr(outcome))  # fmt: skip
+            else:
+                done.append((msg, outcome))
+        if done:
+            await self._write(done)
+
+    async def _write(self, done: list[tuple[asyncpg.Record, Result]]) -> None:
+        columns = list(
+            zip(*[(m["id"], r.status, r.tried, r.delay, r.rendered, r.redact) for m, r in done], strict=True)
+        )
+        by_account: dict[int, list[events.NewEvent]] = {}
+        for msg, result in done:
+            if result.event is not None:
+                by_account.setdefault(msg["account_id"], []).append(result.event)
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(SQL["finish_messages"], self.id, *columns)
+            for account, new in by_account.items():
+                await events.record_events(conn, account, new)
+        if self.metrics is not None:
+            for new in by_account.values():
+                for e in new:
+                    self.metrics.mail.labels(e.type).inc()
 
     def _event(self, msg: asyncpg.Record, type_: str, data: dict[str, Any]) -> events.NewEvent:
         return events.NewEvent(
@@ -180,7 +194,7 @@ class MailSender:
     def _failed(self, msg: asyncpg.Record, code: int, reason: str, redact: bool) -> Result:
         return Result("failed", self._event(msg, "failed", {"statusCode": code, "reason": reason}), redact=redact)
 
-    async def _decide(self, msg: asyncpg.Record, definition: asyncpg.Record | None) -> Result | None:
+    async def _decide(self, msg: asyncpg.Record, definition: asyncpg.Record | None, suppressed: bool) -> Result:
         req = SendRequest.model_validate(msg["request"])
         if msg["definition_key"]:
             if definition is None or definition["deleted_at"] is not None:
@@ -189,17 +203,12 @@ class MailSender:
                 waited = (datetime.now(UTC) - msg["created_at"]).total_seconds()
                 if waited >= self.settings.inactive_definition_expiry:
                     return self._failed(msg, DEFINITION_EXPIRED, "send definition stayed inactive", False)
-                await self.db.pool.execute(SQL["wait_for_definition"], msg["id"], self.id, INACTIVE_RECHECK)
-                return None
+                return Result("queued", None, delay=INACTIVE_RECHECK, tried=0)  # activation makes it due at once
         content = req.resolve_content(DefinitionContent.model_validate(definition["content"]) if definition else None)
         options = req.resolve_options(DefinitionOptions.model_validate(definition["options"]) if definition else None)
         redact = options.disableMessageRetention
-        if not options.sendToUnsubscribed:
-            blocked = await self.db.pool.fetch(
-                SQL["suppressed"], msg["account_id"], [req.recipient.to.lower(), req.recipient.to]
-            )
-            if blocked:
-                return self._failed(msg, UNSUBSCRIBED, "recipient is unsubscribed", redact)
+        if suppressed and not options.sendToUnsubscribed:
+            return self._failed(msg, UNSUBSCRIBED, "recipient is unsubscribed", redact)
         try:
             mail, rendered = render_mail(msg, req, content, options, self.settings, self.keyring)
         except SendingError as exc:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -178,7 +178,7 @@ class SmtpTransport:
         return f"SmtpTransport({self.hostname}:{self.port}, user={self.username!r}, tls={self.use_tls})"
 
     async def send(self, mail: OutgoingMail) -> SendResult:
-        client = aiosmtplib.SMTP(
+        client = _SmtpClient(
             hostname=self.hostname,
             port=self.port,
             username=self.username,
@@ -191,8 +191,7 @@ class SmtpTransport:
         try:
             await client.connect()
         except (OSError, aiosmtplib.SMTPException) as exc:
-            # A failed STARTTLS or login leaves the socket open.
-            client.close()
+            await client.wait_closed()
             code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
             return SendResult.for_all(mail.recipients, Outcome.DEFERRED, code, _reason(exc))
         # Filled as the server answers; whoever has no answer when the connection
@@ -210,6 +209,7 @@ class SmtpTransport:
                 await client.quit()
             except (OSError, aiosmtplib.SMTPException):
                 client.close()
+            await client.wait_closed()
         return SendResult(tuple(results[r] for r in mail.recipients), server_response)
 
     async def _transaction(
@@ -248,7 +248,44 @@ class SmtpTransport:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return exc.message
     return str(exc) or type(exc).__name__
+
+
+class _SmtpClient(aiosmtplib.SMTP):
+    """aiosmtplib's client, plus a way to wait until its socket is really closed.
+
+    Closing a TLS connection takes a round trip (close_notify) after ``close()`` returns.
+    Waiting for it means a finished send never leaves a socket behind, even when the
+    event loop stops right afterwards (shutdown, tests).
+    """
+
+    _CLOSE_TIMEOUT = 1.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._closed_transports: list[asyncio.BaseTransport] = []
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self._closed_transports.append(self.transport)
+        super().close()
+
+    async def wait_closed(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._CLOSE_TIMEOUT
+        for transport in self._closed_transports:
+            sock = transport.get_extra_info("socket")
+            while sock is not None and sock.fileno() != -1:
+                if loop.time() >= deadline:
+                    # The peer never finished the TLS shutdown; stop waiting for it.
+                    if isinstance(transport, asyncio.Transport):
+                        transport.abort()
+                        await asyncio.sleep(0)
+                    break
+                await asyncio.sleep(0.005)
+        self._closed_transports.clear()
 
 
 _UNSAFE_FILENAME_RE = re.compile(r"[^A-Za-z0-9._@+-]")

@@ -89,8 +89,25 @@ SELECT * FROM definitions WHERE account_id = $1 AND definition_key = ANY($2::tex
 ORDER BY deleted_at NULLS FIRST
 
 -- name: suppressed
--- Which of these addresses are on the account's suppression list.
-SELECT address FROM suppressions WHERE account_id = $1 AND address = ANY($2::text[])
+-- Which of these (account, address) pairs are on a suppression list.
+SELECT s.account_id, s.address FROM suppressions s
+JOIN unnest($1::bigint[], $2::text[]) AS q(account_id, address) USING (account_id, address)
+
+-- name: finish_messages
+-- The outcomes of a claimed batch, for rows this sender still holds.
+UPDATE messages m SET status = u.status, attempts = m.attempts + u.tried, lease_owner = NULL,
+    next_attempt_at = CASE WHEN u.delay IS NULL THEN NULL ELSE now() + make_interval(secs => u.delay) END,
+    rendered = coalesce(u.rendered, m.rendered),
+    request = CASE WHEN u.redact THEN jsonb_build_object('redacted', true) ELSE m.request END,
+    sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END
+FROM unnest($2::bigint[], $3::text[], $4::int[], $5::float8[], $6::jsonb[], $7::boolean[])
+     AS u(id, status, tried, delay, rendered, redact)
+WHERE m.id = u.id AND m.lease_owner = $1
+
+-- name: suppressed
+-- Which of these (account, address) pairs are on a suppression list.
+SELECT s.account_id, s.address FROM suppressions s
+JOIN unnest($1::bigint[], $2::text[]) AS q(account_id, address) USING (account_id, address)
 
 -- name: finish_message
 -- The outcome of a send attempt.
@@ -99,11 +116,6 @@ UPDATE messages SET status = $3, attempts = attempts + 1, lease_owner = NULL,
     rendered = coalesce($5, rendered),
     request = CASE WHEN $6 THEN jsonb_build_object('redacted', true) ELSE request END,
     sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END
-WHERE id = $1 AND lease_owner = $2
-
--- name: wait_for_definition
--- The definition is inactive: look again later (activation makes it due at once).
-UPDATE messages SET next_attempt_at = now() + make_interval(secs => $3), lease_owner = NULL
 WHERE id = $1 AND lease_owner = $2
 
 -- name: suppress
