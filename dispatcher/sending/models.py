@@ -352,9 +352,13 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _decode_attachment(content: str) -> bytes:
+def _strip_wrapping(content: str) -> str:
     # Tolerate MIME-style line wrapping, but nothing else that is not base64.
-    return base64.b64decode("".join(content.split()), validate=True)
+    return "".join(content.split())
+
+
+def _decode_attachment(content: str) -> bytes:
+    return base64.b64decode(_strip_wrapping(content), validate=True)
 
 
 def _check_attachments(attachments: dict[str, str]) -> dict[str, str]:
@@ -380,11 +384,12 @@ def _check_attachments(attachments: dict[str, str]) -> dict[str, str]:
                 extension=extension,
                 filename=filename,
             )
+        clean = _strip_wrapping(content)
         # Refuse before decoding when the encoded length alone proves the limit is exceeded.
-        if total + (len(content) * 3 // 4) - 2 >= MAX_ATTACHMENTS_BYTES:
+        if total + (len(clean) * 3 // 4) - 2 >= MAX_ATTACHMENTS_BYTES:
             raise _attachments_too_large()
         try:
-            total += len(_decode_attachment(content))
+            total += len(base64.b64decode(clean, validate=True))
         except (binascii.Error, ValueError):
             raise _error(
                 "invalid_attachment", "attachment '{filename}' is not valid base64", filename=filename

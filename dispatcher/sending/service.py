@@ -69,6 +69,7 @@ async def update_definition(
     content = patch.content.model_dump(by_alias=True, exclude_none=True) if patch.content else None
     options = patch.options.model_dump() if patch.options else None
     async with conn.transaction():
+        before = await get_definition(conn, account_id, key)
         try:
             row = await conn.fetchrow(
                 SQL["update_definition"], account_id, key, changes.get("definitionKey"), changes.get("name"),
@@ -79,7 +80,7 @@ async def update_definition(
             raise Conflict(f"a definition with this {field} already exists", field=field) from None
         if row is None:
             raise NotFound("no such definition")
-        if row["status"] == "active":
+        if row["status"] == "active" and before["status"] != "active":
             status = await conn.execute(SQL["release_waiting"], account_id, row["definition_key"])
             if not status.endswith(" 0"):
                 await conn.execute(SQL["notify_messages"])

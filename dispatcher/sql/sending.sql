@@ -34,9 +34,10 @@ UPDATE definitions SET deleted_at = now() WHERE account_id = $1 AND definition_k
 RETURNING id
 
 -- name: release_waiting
--- Sends that waited for their definition to become active are due now.
-UPDATE messages SET next_attempt_at = now()
-WHERE account_id = $1 AND definition_key = $2 AND status = 'queued' AND next_attempt_at > now()
+-- The definition was just activated: sends waiting for it are due now. Taking the lease back too
+-- means a sender that is deciding "wait" for one of them right now cannot push it out again.
+UPDATE messages SET next_attempt_at = now(), lease_owner = NULL
+WHERE account_id = $1 AND definition_key = $2 AND status = 'queued'
 
 -- name: insert_messages
 -- Accept sends; an existing message key is left alone (the caller answers 409 for it).
