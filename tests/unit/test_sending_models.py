@@ -460,3 +460,10 @@ def test_batch_duplicate_message_key_is_refused_for_the_later_recipient() -> Non
         "recipients[1].messageKey",
         "messageKey is used by an earlier recipient of this batch",
     )
+
+
+def test_line_wrapped_attachment_near_the_limit_is_measured_by_decoded_size() -> None:
+    """Line breaks inflate the encoded text; only the decoded bytes count toward 2 MB."""
+    data = b"x" * (2 * 1024 * 1024 - 1024)
+    request = SendRequest.model_validate(send(attachments={"big.txt": base64.encodebytes(data).decode()}))
+    assert request.attachment_bytes()["big.txt"] == data
