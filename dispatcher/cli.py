@@ -103,7 +103,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     from dispatcher.api.app import create_app
 
     settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
-    app = create_app(settings, role=role, bootstrap=True)
+    app = create_app(settings, role=role, bootstrap=settings.bootstrap)
     web.run_app(
         app,
         host=settings.host,

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body (413 beyond).")
     rate_limit_per_second: float = Field(100.0, description="Requests per second per API key (0: off).")
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL for tracking links.")
+    bootstrap: bool = Field(
+        True, description="On an empty database, create account 'default' and print one key on stderr."
+    )
     log_level: str = "info"
     log_format: str = Field("auto", description="json | console | auto (console on a TTY).")
 
