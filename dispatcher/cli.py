@@ -106,6 +106,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     app = create_app(settings, role=role, bootstrap=settings.bootstrap)
     web.run_app(
         app,
+        loop=_event_loop(),
         host=settings.host,
         port=settings.port,
         print=lambda msg: _err(msg.splitlines()[0]) if msg else None,
@@ -113,6 +114,16 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         shutdown_timeout=settings.shutdown_grace,
     )
     return 0
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where available (Linux, macOS): its C transports halve the cost of socket I/O, which is
+    most of what this service does; the stdlib loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def main(argv: list[str] | None = None) -> int:
