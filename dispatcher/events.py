@@ -44,6 +44,15 @@ def _no_nul(value: Any) -> Any:
     return value
 
 
+def _in_range(value: datetime) -> datetime:
+    """An aware datetime PostgreSQL can store: year 1 at +01:00 is before year 1 in UTC."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of the supported date range") from None
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
 Text = Annotated[str, AfterValidator(_no_nul)]
 Key = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
@@ -80,7 +89,7 @@ class _EventBase(BaseModel):
 
     messageKey: Key
     id: Key | None = Field(None, description="Client event id; re-sending it is idempotent.")
-    occurredAt: AwareDatetime | None = None
+    occurredAt: Timestamp | None = None
     definitionKey: Key | None = None
     recipient: Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_no_nul)] | None = None
 
@@ -243,9 +252,10 @@ def decode_cursor(cursor: str | None) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = raw.partition(":")
-        if kind != "e":
+        n = int(value)
+        if kind != "e" or not 0 <= n < 2**63:
             raise ValueError(kind)
-        return int(value)
+        return n
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest("cursor is not one this API returned", field="cursor") from None
 

@@ -11,6 +11,6 @@ def encode(prefix: str, n: int) -> str:
 
 def decode(prefix: str, value: str, what: str) -> int:
     head, _, tail = value.partition("_")
-    if head != prefix or not tail.isdigit() or len(tail) > 18:
+    if head != prefix or not (tail.isascii() and tail.isdigit()) or len(tail) > 18:
         raise NotFound(f"no such {what}")
     return int(tail)

@@ -21,6 +21,7 @@ from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
 from dispatcher.delivery import outbound
 from dispatcher.delivery.worker import DeliveryWorker
+from dispatcher.errors import NotFound
 from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
 from dispatcher.retention import Purger
@@ -38,6 +39,8 @@ def routers() -> list[Router]:
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
+        if any("\x00" in v for v in request.match_info.values()):
+            raise NotFound("not found")
         if route.hold_conn and route.scope:
             async with request.app[DB].pool.acquire() as conn:
                 return await run(request, await authorize(request, route.scope, conn), conn)

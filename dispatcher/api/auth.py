@@ -102,6 +102,8 @@ async def authorize(request: web.Request, scope: str, conn: Any = None) -> Princ
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     key = key.strip()
+    if not key.isascii() or len(key) > 200:
+        raise Unauthorized("invalid or revoked API key")
     cache = request.app.get(KEY_CACHE)
     key_hash = accounts.hash_key(key)
     principal = cache.get(key_hash) if cache else None

@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher import callbacks, deliveries, events
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
@@ -114,8 +114,8 @@ class SubscriptionsQuery(BaseModel):
 class DeliveriesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["pending", "succeeded", "failed"] | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: events.Timestamp | None = None
+    until: events.Timestamp | None = None
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = Field(None, max_length=200)
 
@@ -155,8 +155,8 @@ class DeliveryListOut(BaseModel):
 
 class RecoverIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    since: AwareDatetime
-    until: AwareDatetime | None = None
+    since: events.Timestamp
+    until: events.Timestamp | None = None
 
 
 class RecoverOut(BaseModel):

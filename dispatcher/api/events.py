@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from dispatcher import events
 from dispatcher.api.keys import DB, METRICS
@@ -28,8 +28,8 @@ class EventsQuery(BaseModel):
     type: list[Literal[events.MESSAGE_EVENT_TYPES + events.OPERATIONAL_EVENT_TYPES]] | None = None  # type: ignore[valid-type]
     messageKey: events.Key | None = None
     definitionKey: events.Key | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: events.Timestamp | None = None
+    until: events.Timestamp | None = None
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = Field(None, max_length=200)
 
@@ -51,6 +51,11 @@ class EventListOut(BaseModel):
     nextCursor: str | None
 
 
+class EventBatchOut(BaseModel):
+    events: list[EventOut]
+    created: int
+
+
 class MessageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include: Literal["content"] | None = Field(None, description="'content' adds the rendered subject and body.")
@@ -66,7 +71,7 @@ class MessageOut(BaseModel):
 
 @router.route(
     "POST", "/v1/events", summary="Record one event or a batch (all or nothing)", scope="events:write",
-    body=EventsBody, response=EventOut | EventListOut, status=201, tag="events", raw_body=True, hold_conn=True,
+    body=EventsBody, response=EventOut | EventBatchOut, status=201, tag="events", raw_body=True, hold_conn=True,
 )  # fmt: skip
 async def post_events(call: Call) -> Any:
     items, is_batch = parse_events_body(call.body)
@@ -123,7 +128,7 @@ async def message_history(call: Call, message_key: str) -> dict[str, Any]:
 
 
 @router.route(
-    "GET", "/v1/messages/{messageKey}", summary="A message's status and timeline", scope="events:read",
+    "GET", "/v1/messages/{messageKey:[^/]+}", summary="A message's status and timeline", scope="events:read",
     query=MessageQuery, response=MessageOut, tag="events",
 )  # fmt: skip
 async def get_message(call: Call) -> Any:

@@ -73,7 +73,7 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse: 
         body = {
             "error": {
                 "code": "internal_error",
-                "message": f"internal error (request {request['request_id']})",
+                "message": f"internal error (request {request[REQUEST_ID]})",
             }
         }
         return json_response(body, 500)

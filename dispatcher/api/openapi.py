@@ -45,6 +45,7 @@ def build(routes: list[Route]) -> dict[str, Any]:
     defs: dict[str, Any] = {"Error": _ERROR}
     paths: dict[str, Any] = {}
     for r in routes:
+        path = re.sub(r"{(\w+):[^}]+}", r"{\1}", r.path)  # aiohttp's {name:regex} is {name} in OpenAPI
         op: dict[str, Any] = {"summary": r.summary, "operationId": r.handler.__name__, "tags": [r.tag]}
         params = [
             {
@@ -53,7 +54,7 @@ def build(routes: list[Route]) -> dict[str, Any]:
                 "required": True,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 100},
             }
-            for name in re.findall(r"{(\w+)}", r.path)
+            for name in re.findall(r"{(\w+)}", path)
         ]
         if r.query is not None:
             q = _schema(r.query, defs)
@@ -77,14 +78,14 @@ def build(routes: list[Route]) -> dict[str, Any]:
                               "429": _error("Rate limited")})  # fmt: skip
         if r.body is not None or r.query is not None or params:
             responses["400"] = _error("Invalid request")
-        if params:
+        if params or r.body is not None:
             responses["404"] = _error("Not found")
         if r.body is not None:
             responses.update({"409": _error("Conflict"), "413": _error("Body too large"), "415": _error("Not JSON")})
         op["responses"] = responses
         if r.scope:
             op["security"] = [{"bearer": []}]
-        paths.setdefault(r.path, {})[r.method.lower()] = op
+        paths.setdefault(path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "dispatcher", "version": dispatcher.__version__},

@@ -122,9 +122,35 @@ async def read_json(request: web.Request, limit: int) -> Any:
     if len(raw) > limit:
         raise too_large
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    check_storable(data)
+    return data
+
+
+MAX_DEPTH = 32
+
+
+def check_storable(value: Any, path: str = "", depth: int = 0) -> None:
+    """Refuse what PostgreSQL cannot store (U+0000 in text or jsonb) and absurd nesting, naming the
+    field, before any model sees the body."""
+    if depth > MAX_DEPTH:
+        raise InvalidRequest(f"is nested deeper than {MAX_DEPTH} levels", field=path or None, code="too_deep")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidRequest("must not contain the NUL character", field=path or None, code="invalid_character")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            child = f"{path}.{k}" if path else str(k)
+            if "\x00" in k:
+                raise InvalidRequest(
+                    "keys must not contain the NUL character", field=path or None, code="invalid_character"
+                )
+            check_storable(v, child, depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_storable(v, f"{path}[{i}]", depth + 1)
 
 
 def validate(schema: Any, data: Any, *, prefix: str = "", tags: frozenset[str] = frozenset()) -> Any:

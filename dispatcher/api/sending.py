@@ -103,7 +103,7 @@ async def delete_definition(call: Call) -> Any:
 # --- sends ----------------------------------------------------------------------------------------
 
 
-@router.route("POST", "/v1/messages/{messageKey}", summary="Send one message (202 after commit)", scope="messages:send",
+@router.route("POST", "/v1/messages/{messageKey:[^/]+}", summary="Send one message (202 after commit)", scope="messages:send",
               body=models.SendRequest, response=SendOut, status=202, tag="sending", max_body=SEND_MAX_BODY,
               hold_conn=True)  # fmt: skip
 async def send_message(call: Call) -> Any:
@@ -170,7 +170,7 @@ async def send_batch(call: Call) -> Any:
     return json_response({"accepted": ok, "failed": len(responses) - ok, "responses": responses}, 202)
 
 
-@router.route("POST", "/v1/messages/{messageKey}/send", summary="Send a draft", scope="messages:send",
+@router.route("POST", "/v1/messages/{messageKey:[^/]+}/send", summary="Send a draft", scope="messages:send",
               response=SendOut, status=202, tag="sending")  # fmt: skip
 async def send_draft(call: Call) -> Any:
     key = _message_key(call)
@@ -179,7 +179,7 @@ async def send_draft(call: Call) -> Any:
     return {"messageKey": key, "status": row["status"]}
 
 
-@router.route("DELETE", "/v1/messages/{messageKey}", summary="Discard a draft", scope="messages:send",
+@router.route("DELETE", "/v1/messages/{messageKey:[^/]+}", summary="Discard a draft", scope="messages:send",
               status=204, tag="sending")  # fmt: skip
 async def discard_draft(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:

@@ -320,7 +320,7 @@ def _parse_send_at(value: Any) -> datetime:
     offset = "+00:00" if offset in ("Z", "z") else offset
     try:
         return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}").astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _error("invalid_send_at", "sendAt is not a valid date and time") from None
 
 

@@ -98,7 +98,7 @@ async def test_one_invalid_event_rejects_the_whole_batch_naming_index_and_field(
         ({"type": "failed", "messageKey": "m", "data": {"statusCode": 500}}, "data.reason"),
         ({"type": "opened", "messageKey": "m", "data": {"userAgent": 5}}, "data.userAgent"),
         ({"type": "sent", "messageKey": "nul\u0000byte"}, "messageKey"),
-        ({"type": "sent", "messageKey": "m", "data": {"k": "nul\u0000"}}, "data"),
+        ({"type": "sent", "messageKey": "m", "data": {"k": "nul\u0000"}}, "data.k"),
     ],
 )
 async def test_invalid_event_is_rejected_with_the_field_named(api: Api, database, event, field):

@@ -1,0 +1,322 @@
+"""Receivers that misbehave on purpose, on real sockets on 127.0.0.1: one that never answers, one that answers
+a byte at a time, one that answers 10 MB. Each passes the ownership check like a well-behaved receiver and turns
+hostile for events. The worker must time them out, record what happened, keep only an excerpt of what they
+said, stay within its per-callback concurrency, and keep healthy callbacks at their own pace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from dispatcher.api.app import create_app
+from tests.conftest import Api, make_key, setup_callback, wait_until
+from tests.receiver import Received, Receiver
+
+EXCERPT = 4096
+HUGE = 10 * 1024 * 1024
+
+
+@dataclass
+class Arrival:
+    webhook_id: str
+    at: float  # loop time
+    body: bytes
+
+
+@dataclass
+class HostileReceiver:
+    """An HTTP/1.1 server on a raw asyncio socket. It answers the ownership check (webhook-id verify_*) with
+    200; for events it behaves per `mode`: `silent` reads the request and never writes a byte, `drip_body`
+    sends a 200 header then one body byte every `drip` seconds, `drip_head` sends even the status line one byte
+    at a time."""
+
+    mode: str
+    drip: float = 0.2
+    arrivals: list[Arrival] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _keys: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def start(self) -> HostileReceiver:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def verification_key(self) -> str:
+        async with asyncio.timeout(15):
+            return await self._keys.get()
+
+    @property
+    def event_ids(self) -> set[str]:
+        return {a.webhook_id for a in self.arrivals}
+
+    def first_retry_at(self) -> float | None:
+        seen: set[str] = set()
+        for a in sorted(self.arrivals, key=lambda a: a.at):
+            if a.webhook_id in seen:
+                return a.at
+            seen.add(a.webhook_id)
+        return None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = {}
+                for line in head.decode("latin-1").split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                webhook_id = headers.get("webhook-id", "")
+                if webhook_id.startswith("verify_"):
+                    self._keys.put_nowait(orjson.loads(body)["verificationKey"])
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+                    continue
+                self.arrivals.append(Arrival(webhook_id, asyncio.get_running_loop().time(), body))
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    await self._misbehave(reader, writer)
+                finally:
+                    self.in_flight -= 1
+                return
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass  # the client gave up and closed the connection: that is the point
+        finally:
+            writer.close()
+            self._handlers.discard(task)
+
+    async def _misbehave(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "silent":
+            await reader.read()  # returns at EOF, when the client gives up
+            return
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"
+        if self.mode == "drip_body":
+            writer.write(head)
+            head = b""
+        for byte in head + b"x" * 100_000:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(self.drip)
+
+
+class HugeReceiver(Receiver):
+    """Passes the ownership check, then answers every event with 200 and a 10 MB body (sized or chunked)."""
+
+    chunked: bool = False
+    answered: int = 0
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("webhook-id", "").startswith("verify_"):
+            return await super()._handle(request)
+        body = await request.read()
+        self.requests.append(Received(dict(request.headers), body, time.time()))
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        if not self.chunked:
+            resp.content_length = HUGE
+        await resp.prepare(request)
+        chunk = b"0123456789abcdef" * 4096
+        self.answered += 1
+        with contextlib.suppress(ConnectionError, OSError):
+            for _ in range(HUGE // len(chunk)):
+                await resp.write(chunk)
+            await resp.write_eof()
+        return resp
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Any]:
+    started: list[Any] = []
+
+    async def start(server: Any) -> Any:
+        started.append(server)
+        return await server.start()
+
+    yield start
+    for server in reversed(started):
+        await server.stop()
+
+
+async def hostile_api(database: Any, settings: Any, aiohttp_client: Any, **overrides: Any) -> Api:
+    # failing_after is raised so the failing-callback probe mode (one request at a time) stays out of the way
+    s = settings.model_copy(update={"webhook_timeout": 1.0, "failing_after": 10_000, **overrides})
+    client = await aiohttp_client(create_app(s, database=database))
+    return Api(client, await make_key(database, "acme"))
+
+
+async def subscribe(api: Api, server: Any, name: str) -> str:
+    """Register, verify (the hostile servers answer the ownership check) and subscribe to `sent`."""
+    status, cb = await api.post("/v1/callbacks", {"name": name, "url": server.url})
+    assert status == 201, cb
+    if isinstance(server, Receiver):
+        [req] = await server.wait_for(1, events_only=False)
+        key = req.json["verificationKey"]
+    else:
+        key = await server.verification_key()
+    status, body = await api.post(f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key})
+    assert status == 200 and body["status"] == "active", body
+    status, sub = await api.post(
+        "/v1/subscriptions", {"name": f"{name}-sub", "callbackId": cb["callbackId"], "eventTypes": ["sent"]}
+    )
+    assert status == 201, sub
+    return cb["callbackId"]
+
+
+async def post_events(api: Api, n: int, prefix: str = "m") -> list[str]:
+    status, body = await api.post("/v1/events", {"events": [{"type": "sent", "messageKey": f"{prefix}-{i}"}
+                                                            for i in range(n)]})  # fmt: skip
+    assert status == 201 and body["created"] == n, body
+    return [e["eventId"] for e in body["events"]]
+
+
+async def deliveries(api: Api, callback_id: str) -> list[dict[str, Any]]:
+    status, body = await api.get(f"/v1/callbacks/{callback_id}/deliveries?limit=1000")
+    assert status == 200, body
+    return body["deliveries"]
+
+
+async def first_attempt(api: Api, callback_id: str) -> dict[str, Any]:
+    async def attempted() -> Any:
+        rows = await deliveries(api, callback_id)
+        return rows if rows and rows[0]["attemptCount"] >= 1 else None
+
+    [row] = await wait_until(attempted, timeout=20)
+    status, detail = await api.get(f"/v1/deliveries/{row['deliveryId']}")
+    assert status == 200, detail
+    return {**detail, "attempt": detail["attempts"][0]}
+
+
+# --- one misbehaving receiver at a time ---------------------------------------------------------
+
+
+async def test_receiver_that_accepts_and_never_answers_is_recorded_as_a_timeout(
+    database, settings, aiohttp_client, hostile
+):
+    server = await hostile(HostileReceiver("silent"))
+    api = await hostile_api(database, settings, aiohttp_client)
+    callback_id = await subscribe(api, server, "silent")
+    await post_events(api, 1)
+    delivery = await first_attempt(api, callback_id)
+    assert delivery["attempt"]["errorKind"] == "timeout"
+    assert delivery["attempt"]["statusCode"] is None
+    assert delivery["lastError"] == "timeout" and delivery["status"] == "pending"
+    assert len(server.arrivals) >= 1 and server.arrivals[0].webhook_id.startswith("dlv_")
+
+
+@pytest.mark.parametrize("mode", ["drip_body", "drip_head"])
+async def test_receiver_that_answers_a_byte_at_a_time_is_recorded_as_a_timeout(
+    database, settings, aiohttp_client, hostile, mode
+):
+    server = await hostile(HostileReceiver(mode))
+    api = await hostile_api(database, settings, aiohttp_client)
+    callback_id = await subscribe(api, server, mode.replace("_", "-"))
+    await post_events(api, 1)
+    delivery = await first_attempt(api, callback_id)
+    assert delivery["attempt"]["errorKind"] == "timeout"
+    assert delivery["status"] in ("pending", "failed")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+async def test_ten_megabyte_answer_succeeds_and_only_an_excerpt_is_stored(
+    database, settings, aiohttp_client, hostile, chunked
+):
+    server = HugeReceiver()
+    server.chunked = chunked
+    await hostile(server)
+    api = await hostile_api(database, settings, aiohttp_client)
+    callback_id = await subscribe(api, server, "huge")
+    await post_events(api, 1)
+    delivery = await first_attempt(api, callback_id)
+    assert delivery["status"] == "succeeded"
+    assert delivery["attempt"]["statusCode"] == 200 and delivery["attempt"]["errorKind"] is None
+    excerpt = delivery["attempt"]["responseBody"]
+    assert 0 < len(excerpt) <= EXCERPT
+    assert excerpt == ("0123456789abcdef" * 4096)[: len(excerpt)]
+    stored = await database.pool.fetchval("SELECT max(octet_length(response_body)) FROM attempts")
+    assert stored <= EXCERPT
+
+
+# --- isolation and limits -----------------------------------------------------------------------
+
+
+async def test_healthy_callback_gets_every_event_while_others_hang_drip_and_flood(
+    database, settings, aiohttp_client, hostile
+):
+    n = 30
+    silent = await hostile(HostileReceiver("silent"))
+    drip = await hostile(HostileReceiver("drip_body"))
+    huge = await hostile(HugeReceiver())
+    healthy = await hostile(Receiver())
+    api = await hostile_api(database, settings, aiohttp_client)
+    await subscribe(api, silent, "silent")
+    await subscribe(api, drip, "drip")
+    huge_id = await subscribe(api, huge, "huge")
+    healthy_id, _ = await setup_callback(api, healthy, event_types=["sent"], name="healthy")
+    event_ids = await post_events(api, n)
+
+    got = await healthy.wait_for(n, timeout=30)
+    assert sorted(r.json["data"]["eventId"] for r in got) == sorted(event_ids)
+    healthy_done = asyncio.get_running_loop().time()
+
+    # The hanging receivers get retried; the healthy one was done before the first of those retries.
+    async def retried() -> bool:
+        return silent.first_retry_at() is not None and drip.first_retry_at() is not None
+
+    await wait_until(retried, timeout=30)
+    assert healthy_done < silent.first_retry_at()  # type: ignore[operator]
+    assert healthy_done < drip.first_retry_at()  # type: ignore[operator]
+    # ... and when it was done the hanging ones had not even seen every event once
+    assert len({a.webhook_id for a in silent.arrivals if a.at <= healthy_done}) < n
+
+    rows = await deliveries(api, healthy_id)
+    assert len(rows) == n and {(r["status"], r["attemptCount"]) for r in rows} == {("succeeded", 1)}
+
+    async def flood_done() -> bool:
+        rows = await deliveries(api, huge_id)
+        return len(rows) == n and all(r["status"] == "succeeded" for r in rows)
+
+    await wait_until(flood_done, timeout=30)
+
+
+async def test_in_flight_requests_per_callback_never_exceed_callback_concurrency(
+    database, settings, aiohttp_client, hostile
+):
+    concurrency, n = 3, 20
+    silent = await hostile(HostileReceiver("silent"))
+    api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=concurrency)
+    await subscribe(api, silent, "silent")
+    await post_events(api, n)
+
+    async def every_event_tried() -> bool:
+        return len(silent.event_ids) >= n
+
+    await wait_until(every_event_tried, timeout=60)
+    assert silent.max_in_flight <= concurrency
+    assert silent.max_in_flight == concurrency  # the limit was reached, so the bound above means something
