@@ -86,6 +86,20 @@ async def migrate(conn: asyncpg.Connection) -> int:
     return int(version)
 
 
+# What a lost or restarting server looks like from asyncpg. InternalClientError is not a
+# PostgresError: it is what a pooled connection raises when the server's FATAL notice arrived while
+# it sat idle ("cannot switch to state ..."), so such a connection must be thrown away.
+CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+    TimeoutError,
+)
+DB_ERRORS = (asyncpg.PostgresError, *CONNECTION_ERRORS)
+
+
 @dataclass
 class Database:
     """The pools a process uses, and the embedded server handle that keeps PostgreSQL alive."""
@@ -95,6 +109,14 @@ class Database:
     read_pool: asyncpg.Pool
     server: Any = None
     _closed: bool = field(default=False, repr=False)
+
+    async def discard_connections(self) -> None:
+        """After a connection error, replace every pooled connection instead of reusing a broken one."""
+        for pool in {id(p): p for p in (self.pool, self.read_pool)}.values():
+            try:
+                await pool.expire_connections()
+            except asyncpg.InterfaceError:
+                pass  # the pool is closing: nothing left to reuse
 
     async def close(self) -> None:
         if self._closed:

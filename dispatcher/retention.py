@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
-
 from dispatcher.db import Database, queries
 from dispatcher.delivery.worker import wait_event
 from dispatcher.logs import get_logger
@@ -47,8 +45,9 @@ class Purger:
         while not self._stop.is_set():
             try:
                 await self.purge()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                log.warning("purge failed; will retry", error=str(exc))
+            except Exception as exc:  # retried next interval
+                log.warning("purge failed; will retry", error=str(exc) or type(exc).__name__)
+                await self.db.discard_connections()
             await wait_event(self._stop, self.settings.purge_interval)
 
     async def purge(self) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from aiohttp import web
 from dispatcher import accounts
 from dispatcher.accounts import Principal
 from dispatcher.api.keys import DB, PRINCIPAL, SETTINGS
-from dispatcher.db import Database
+from dispatcher.db import DB_ERRORS, Database
 from dispatcher.errors import Forbidden, RateLimited, Unauthorized
 
 
@@ -56,6 +57,8 @@ class KeyCache:
         self._listener: asyncpg.Connection | None = None
         # Bumped by every revocation: a lookup that raced with one is not cached.
         self.generation = 0
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._last_attempt = 0.0
 
     @property
     def live(self) -> bool:
@@ -64,6 +67,7 @@ class KeyCache:
     def get(self, key_hash: bytes) -> Principal | None:
         if not self.live:
             self._entries.clear()
+            self._reconnect_soon()
             return None
         entry = self._entries.get(key_hash)
         if entry is None or entry[1] < time.monotonic():
@@ -80,15 +84,25 @@ class KeyCache:
         self.generation += 1
         self._entries.pop(bytes.fromhex(payload), None)
 
+    def _reconnect_soon(self) -> None:
+        """Re-listen in the background (at most every 5 s); until then every request authenticates."""
+        now = time.monotonic()
+        if (self._reconnecting is None or self._reconnecting.done()) and now - self._last_attempt >= 5:
+            self._last_attempt = now
+            self._reconnecting = asyncio.create_task(self.start())
+
     async def start(self) -> None:
         try:
             self._listener = await asyncpg.connect(self.db.url, timeout=5)
             await self._listener.add_listener(KEY_CHANNEL, self._forget)
             self._listener.add_termination_listener(lambda _c: self._entries.clear())
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+        except DB_ERRORS:
             self._listener = None  # no cache then; every request authenticates against the database
 
     async def stop(self) -> None:
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
 

@@ -9,9 +9,10 @@ import uuid
 import structlog
 from aiohttp import web
 
-from dispatcher.api.keys import METRICS, PRINCIPAL, REQUEST_ID
+from dispatcher.api.keys import DB, METRICS, PRINCIPAL, REQUEST_ID
 from dispatcher.api.routing import json_response
-from dispatcher.errors import DispatcherError, PayloadTooLarge
+from dispatcher.db import CONNECTION_ERRORS
+from dispatcher.errors import DispatcherError, PayloadTooLarge, Unavailable
 from dispatcher.logs import get_logger
 
 log = get_logger("dispatcher.http")
@@ -68,6 +69,13 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse: 
         code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return json_response({"error": {"code": code, "message": exc.reason}}, exc.status, headers=headers)
+    except CONNECTION_ERRORS as exc:
+        log.warning("database unavailable", error=str(exc) or type(exc).__name__, request_id=request[REQUEST_ID])
+        db = request.app.get(DB)
+        if db is not None:
+            await db.discard_connections()
+        unavailable = Unavailable("the database is unavailable; retry shortly", headers={"Retry-After": "1"})
+        return json_response(unavailable.body(), unavailable.status, headers=unavailable.headers)
     except Exception:
         structlog.get_logger("dispatcher.http").exception("unhandled error", request_id=request[REQUEST_ID])
         body = {

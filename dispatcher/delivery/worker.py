@@ -25,7 +25,7 @@ import orjson
 
 from dispatcher import callbacks, events, ids
 from dispatcher.crypto import Keyring
-from dispatcher.db import Database, queries
+from dispatcher.db import DB_ERRORS, Database, queries
 from dispatcher.delivery import outbound, policy, signing
 from dispatcher.logs import get_logger
 from dispatcher.settings import Settings
@@ -143,7 +143,7 @@ class DeliveryWorker:
             await self._flush()
             if held:
                 await self.db.pool.execute(SQL["release"], self.id, held)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DB_ERRORS as exc:
             log.warning("could not hand back leases; they expire by themselves", error=str(exc))
         finally:
             if self._listener is not None and not self._listener.is_closed():
@@ -168,10 +168,11 @@ class DeliveryWorker:
                 await self._listen()
                 claimed = await self._claim() if self._free() > 0 else []
                 failures = 0
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # the loop must outlive any failure; the database may be restarting
                 failures += 1
                 log.warning("claim failed; retrying", error=str(exc) or type(exc).__name__, attempt=failures)
                 self._listener = None
+                await self.db.discard_connections()
                 await self._sleep(min(0.2 * 2**failures, 5.0))
                 continue
             for job in self._group(claimed):
@@ -273,8 +274,9 @@ class DeliveryWorker:
                 continue
             try:
                 await self._flush()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except Exception as exc:  # outcomes stay buffered until they are written
                 log.warning("recording outcomes failed; retrying", error=str(exc) or type(exc).__name__)
+                await self.db.discard_connections()
                 await asyncio.sleep(0.5)
 
     async def _flush(self) -> None:

@@ -120,10 +120,11 @@ class MailSender:
                     await self._listener.add_listener(CHANNEL, self._on_notify)
                 claimed = await self.db.pool.fetch(SQL["claim_messages"], self.id, CLAIM_BATCH, LEASE_SECONDS)
                 failures = 0
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # the loop must outlive any failure; the database may be restarting
                 failures += 1
                 log.warning("message claim failed; retrying", error=str(exc) or type(exc).__name__)
                 self._listener = None
+                await self.db.discard_connections()
                 await wait_event(self._wake, min(0.2 * 2**failures, 5.0))
                 continue
             if claimed:
@@ -163,7 +164,11 @@ class MailSender:
             else:
                 done.append((msg, outcome))
         if done:
-            await self._write(done)
+            try:
+                await self._write(done)
+            except Exception as exc:  # not recorded: the leases expire and the messages are tried again
+                log.warning("recording mail outcomes failed", error=str(exc) or type(exc).__name__)
+                await self.db.discard_connections()
 
     async def _write(self, done: list[tuple[asyncpg.Record, Result]]) -> None:
         columns = list(

@@ -894,17 +894,17 @@ async def test_ids_with_non_ascii_digits_are_404(api: Api, path):
 # --- the last line of defence -------------------------------------------------------------------
 
 
-async def test_an_unexpected_error_is_a_json_500_carrying_the_request_id(database_url, settings, aiohttp_client):
+async def test_a_lost_database_is_a_json_503_carrying_the_request_id(database_url, settings, aiohttp_client):
     from dispatcher import db
     from dispatcher.api.app import create_app
 
     pool = await db.create_pool(database_url, min_size=1, max_size=2)
     broken = db.Database(url=database_url, pool=pool, read_pool=pool)
     client = await aiohttp_client(create_app(settings, database=broken, role="api"))
-    await pool.close()  # every query now raises asyncpg.InterfaceError, which no handler expects
+    await pool.close()  # every query now raises asyncpg.InterfaceError, as when the server is gone
     resp = await client.get("/v1/events", headers={"Authorization": "Bearer dk_anything", "X-Request-Id": "req-1"})
-    assert resp.status == 500
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
     assert resp.headers.get("X-Request-Id") == "req-1"
     assert resp.content_type == "application/json"
     body = await resp.json()
-    assert body["error"]["code"] == "internal_error" and "req-1" in body["error"]["message"]
+    assert body["error"]["code"] == "unavailable" and "database" in body["error"]["message"]
