@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     disable_after: float = Field(5 * 86400.0, description="Seconds of continuous failure before disabling.")
     worker_concurrency: int = Field(200, description="Webhook requests in flight per worker process.")
     callback_concurrency: int = Field(10, description="Requests in flight per callback per worker.")
-    claim_batch: int = Field(200, description="Most deliveries claimed in one round trip.")
+    claim_batch: int = Field(1000, description="Most deliveries claimed in one round trip.")
     lease_seconds: float = Field(300.0, description="A claimed delivery returns to the queue after this.")
     poll_interval: float = Field(1.0, description="Worker poll interval (LISTEN/NOTIFY wakes it sooner).")
     batch_linger: float = Field(0.2, description="Seconds a partial batch waits to fill up.")
