@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -91,3 +92,23 @@ class Client:
         async with aiohttp.ClientSession() as s, s.request(method, self.base + path, json=json, headers=headers) as r:
             body = await r.json() if r.content_type == "application/json" else await r.text()
             return r.status, body
+
+
+def first_key(output: str) -> str:
+    keys = re.findall(r"^    (dk_\S+)$", output, re.MULTILINE)
+    assert len(keys) == 1, output
+    return keys[0]
+
+
+async def register(client: Client, receiver: Any, batch: int = 1) -> tuple[str, str]:
+    before = len(receiver.requests)
+    status, cb = await client.call(
+        "POST", "/v1/callbacks", {"name": "hook", "url": receiver.url, "maxBatchSize": batch}
+    )
+    assert status == 201, cb
+    reqs = await receiver.wait_for(before + 1, events_only=False)
+    key = reqs[before].json["verificationKey"]
+    assert (await client.call("POST", f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key}))[0] == 200
+    sub = {"name": "all", "callbackId": cb["callbackId"], "eventTypes": ["*"]}
+    assert (await client.call("POST", "/v1/subscriptions", sub))[0] == 201
+    return cb["callbackId"], cb["signingSecret"]

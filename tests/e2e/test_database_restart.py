@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -21,33 +20,13 @@ import aiohttp
 import pytest
 
 from tests.conftest import wait_until
-from tests.e2e.procs import Client, Service, service_env
+from tests.e2e.procs import Client, Service, first_key, register, service_env
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(180)
 
 RESTARTS = 6  # each stop races the worker's database traffic; one lost race is enough to break it
 POSTERS = 4  # concurrent clients, so claims and recorded outcomes are in flight when PostgreSQL stops
-
-
-def first_key(output: str) -> str:
-    keys = re.findall(r"^    (dk_\S+)$", output, re.MULTILINE)
-    assert len(keys) == 1, output
-    return keys[0]
-
-
-async def register(client: Client, receiver: Receiver, batch: int = 1) -> tuple[str, str]:
-    before = len(receiver.requests)
-    status, cb = await client.call(
-        "POST", "/v1/callbacks", {"name": "hook", "url": receiver.url, "maxBatchSize": batch}
-    )
-    assert status == 201, cb
-    reqs = await receiver.wait_for(before + 1, events_only=False)
-    key = reqs[before].json["verificationKey"]
-    assert (await client.call("POST", f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key}))[0] == 200
-    sub = {"name": "all", "callbackId": cb["callbackId"], "eventTypes": ["*"]}
-    assert (await client.call("POST", "/v1/subscriptions", sub))[0] == 201
-    return cb["callbackId"], cb["signingSecret"]
 
 
 class EmbeddedPostgres:
