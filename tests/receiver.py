@@ -44,7 +44,8 @@ class Receiver:
     async def start(self) -> Receiver:
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        # Slow handlers are cut off at stop: a test's receiver never holds up the next test.
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -122,3 +122,26 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(tmp_path: Path, databa
             survivor.stop()
     finally:
         await slow.stop()
+
+
+async def test_sigterm_hands_back_in_flight_deliveries_instead_of_waiting_out_their_lease(
+    tmp_path: Path, database_url: str, database
+):
+    """Stop claiming, give in-flight requests the grace period, then release the rest at once."""
+    slow = await Receiver(mode="slow", slow_seconds=30).start()
+    try:
+        env = service_env(tmp_path, database_url, shutdown_grace=1, lease_seconds=300, poll_interval=0.2)
+        cli(env, "accounts", "create", "default")
+        key = cli(env, "keys", "create", "--account", "default").stdout.strip()
+        service = await Service(env, tmp_path / "serve.log").ready()
+        client = Client(service.url, key)
+        await register(client, slow)
+        batch = [{"type": "sent", "messageKey": f"k{i}"} for i in range(5)]
+        assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
+        await slow.wait_for(5)  # all five requests are in flight, each would take 30 s
+        assert service.stop(signal.SIGTERM) == 0  # the pytest timeout bounds how long this may take
+        rows = await database.pool.fetch("SELECT status, lease_owner, next_attempt_at <= now() AS due FROM deliveries")
+        assert len(rows) == 5
+        assert all(r["status"] == "pending" and r["lease_owner"] is None and r["due"] for r in rows)
+    finally:
+        await slow.stop()
