@@ -125,13 +125,3 @@ async def message_history(call: Call, message_key: str) -> dict[str, Any]:
         "lastEventAt": rows[-1]["occurred_at"].isoformat() if rows else None,
         "events": [events.event_json(r) for r in rows],
     }
-
-
-@router.route(
-    "GET", "/v1/messages/{messageKey:[^/]+}", summary="A message's status and timeline", scope="events:read",
-    query=MessageQuery, response=MessageOut, tag="events",
-)  # fmt: skip
-async def get_message(call: Call) -> Any:
-    from dispatcher.api.sending import message_with_send
-
-    return await message_with_send(call, call.path("messageKey"), call.query.include)

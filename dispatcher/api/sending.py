@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from dispatcher import events
-from dispatcher.api.events import message_history
+from dispatcher.api.events import MessageOut, MessageQuery, message_history
 from dispatcher.api.keys import DB, KEYRING, SETTINGS
 from dispatcher.api.routing import Call, Router, json_response, validate
 from dispatcher.errors import Conflict, InvalidRequest, NotFound
@@ -150,12 +150,7 @@ async def send_batch(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         definition = await service.get_definition(conn, _account(call), body.definitionKey)
         if sends:
-            service.check_content(
-                validate(
-                    models.SendRequest, {"definitionKey": body.definitionKey, "recipient": {"to": sends[0].recipient}}
-                ),
-                definition,
-            )
+            service.check_content(None, definition)
         accepted, existing = (
             await service.accept(conn, _account(call), body.definitionKey, sends) if sends else ({}, {})
         )
@@ -185,6 +180,14 @@ async def discard_draft(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         await service.discard_draft(conn, _account(call), _message_key(call))
     return web.Response(status=204)
+
+
+@router.route(
+    "GET", "/v1/messages/{messageKey:[^/]+}", summary="A message's status and timeline", scope="events:read",
+    query=MessageQuery, response=MessageOut, tag="events",
+)  # fmt: skip
+async def get_message(call: Call) -> Any:
+    return await message_with_send(call, call.path("messageKey"), call.query.include)
 
 
 async def message_with_send(call: Call, key: str, include: str | None) -> dict[str, Any]:

@@ -113,11 +113,12 @@ def plan_send(message_key: str, body: SendRequest) -> NewSend:
     return NewSend(message_key, body.recipient.to, stored, status, send_at or datetime.now(UTC))
 
 
-def check_content(body: SendRequest, definition: asyncpg.Record | None) -> None:
+def check_content(body: SendRequest | None, definition: asyncpg.Record | None) -> None:
+    """The definition, with what the send overrides (none for batch sends), must make a whole message."""
     if definition is None:
         return
-    content = body.resolve_content(DefinitionContent.model_validate(definition["content"]))
-    missing = content.missing_for_send()
+    content = DefinitionContent.model_validate(definition["content"])
+    missing = (body.resolve_content(content) if body else content).missing_for_send()
     if missing:
         name = "html or text" if missing[0] == "html" else missing[0]
         raise InvalidRequest(f"{name} is required: the definition does not provide it", field=missing[0])
