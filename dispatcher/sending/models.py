@@ -243,8 +243,8 @@ class _Model(BaseModel):
 # --- definitions -----------------------------------------------------------------------
 
 
-class DefinitionContent(_Model):
-    """Content of a send definition; every field is a Liquid template."""
+class _Content(_Model):
+    """The content fields a definition provides and a send may override; each is a Liquid template."""
 
     from_: AddressTemplate | None = Field(default=None, alias="from")
     replyTo: AddressTemplate | None = None
@@ -252,6 +252,10 @@ class DefinitionContent(_Model):
     html: HtmlTemplate | None = None
     text: Template | None = None
     preheader: Template | None = None
+
+
+class DefinitionContent(_Content):
+    """Content of a send definition."""
 
     def missing_for_send(self) -> list[str]:
         """Fields that must still be provided before this content can be sent."""
@@ -403,7 +407,7 @@ def _attachments_too_large() -> PydanticCustomError:
     return _error("attachments_too_large", "attachments must total less than 2 MB once decoded")
 
 
-class SendRequest(_Model):
+class SendRequest(_Content):
     """Body of ``POST /v1/messages/{messageKey}``.
 
     Content fields override the definition's content; the three option flags override
@@ -413,12 +417,6 @@ class SendRequest(_Model):
     definitionKey: DefinitionKey | None = None
     recipient: Recipient
     bcc: list[EmailAddress] | None = None
-    from_: AddressTemplate | None = Field(default=None, alias="from")
-    replyTo: AddressTemplate | None = None
-    subject: Template | None = None
-    html: HtmlTemplate | None = None
-    text: Template | None = None
-    preheader: Template | None = None
     headers: dict[str, str] | None = None
     attachments: dict[str, str] | None = None
     sendAt: int | str | None = None
