@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backlog", type=int, default=1_000_000, help="backlog: pending deliveries to insert")
     p.add_argument("--profile", metavar="DIR", help="record the service with py-spy during measurement")
     p.add_argument("--split", action="store_true", help="run the service as an API and a worker process")
+    p.add_argument("--processes", type=int, default=1, help="`serve --processes N` (0: one per CPU core)")
     p.add_argument(
         "--service-env", action="append", default=[], metavar="NAME=VALUE",
         help="extra environment for the service, e.g. DISPATCHER_CALLBACK_CONCURRENCY=50 (experiments)",

@@ -64,7 +64,7 @@ def _start_py_spy(out_dir: Path, name: str, pid: int | None) -> tuple[subprocess
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.txt"  # collapsed stacks: one "frame;frame;... count" line per stack
-    cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "-o", str(target)]
+    cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--subprocesses", "-o", str(target)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), target
 
 
@@ -84,7 +84,7 @@ async def environment(args: argparse.Namespace, *, ports: int = 1) -> AsyncItera
     try:
         await pg.start()
         receiver = await Receiver(ports=ports).start()
-        extra = dict(item.split("=", 1) for item in args.service_env)
+        extra = {"DISPATCHER_PROCESSES": str(args.processes)} | dict(item.split("=", 1) for item in args.service_env)
         service = await Service(tmp, pg.url, extra, split=args.split).start()
         api = Api(service.url, service.key)
         yield Env(args, pg, service, receiver, api)

@@ -100,12 +100,13 @@ class Service:
             DISPATCHER_ALLOWED_NETWORKS="127.0.0.0/8",
             DISPATCHER_RATE_LIMIT_PER_SECOND="0",
             DISPATCHER_LOG_LEVEL="warning",
-            # The raw baselines keep 50 requests in flight; the service gets the same, so the ratio
-            # measures overhead rather than the per-callback politeness limit (default 10).
-            DISPATCHER_CALLBACK_CONCURRENCY="50",
             DISPATCHER_PUBLIC_URL=self.url,
         )
         env.update(self.extra_env)
+        # The raw baselines keep 50 requests in flight; the service gets the same in total over its
+        # processes, so the ratio measures overhead rather than the per-callback politeness limit.
+        processes = int(env.get("DISPATCHER_PROCESSES", "1")) or os.cpu_count() or 1
+        env.setdefault("DISPATCHER_CALLBACK_CONCURRENCY", str(max(1, 50 // processes)))
         return env
 
     def _spawn(self, role: str = "all", port: int | None = None, name: str = "service") -> subprocess.Popen[bytes]:

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default: DISPATCHER_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: DISPATCHER_PORT or 8080)")
     serve.add_argument("--role", choices=["all", "api", "worker"], default="all", help="what this process runs")
+    serve.add_argument("--processes", type=int, help="processes sharing the port (default: DISPATCHER_PROCESSES)")
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # set by the parent of --processes
 
     sub.add_parser("migrate", help="apply schema.sql (idempotent)")
 
@@ -62,7 +64,8 @@ async def _migrate(conn: Any) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
-        return serve(settings, host=args.host, port=args.port, role=args.role)
+        return serve(settings, host=args.host, port=args.port, role=args.role, processes=args.processes,
+                     listen_fd=args.listen_fd)  # fmt: skip
 
     async def command(conn: Any) -> int:
         if args.command == "migrate":
@@ -97,19 +100,35 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_with_db(settings, command))
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None, role: str = "all") -> int:
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    role: str = "all",
+    processes: int | None = None,
+    listen_fd: int | None = None,
+) -> int:
+    import socket
+
     from aiohttp import web
 
-    from dispatcher.api.app import create_app
+    from dispatcher import supervisor
+    from dispatcher.api.app import create_app, print_first_key
 
-    settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    changes = {"host": host, "port": port, "processes": processes}
+    settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    if listen_fd is None and supervisor.process_count(settings) > 1:
+        return supervisor.run(settings, role=role, first_key=print_first_key)
     app = create_app(settings, role=role, bootstrap=settings.bootstrap)
+    where: dict[str, Any] = {"host": settings.host, "port": settings.port}
+    if listen_fd is not None:
+        where = {"sock": socket.socket(fileno=listen_fd)}
     web.run_app(
         app,
         loop=_event_loop(),
-        host=settings.host,
-        port=settings.port,
-        print=lambda msg: _err(msg.splitlines()[0]) if msg else None,
+        **where,
+        print=lambda msg: _err(msg.splitlines()[0]) if msg and listen_fd is None else None,
         access_log=None,
         shutdown_timeout=settings.shutdown_grace,
     )

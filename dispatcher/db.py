@@ -6,6 +6,8 @@ SQL lives in `dispatcher/sql/<concept>.sql` as named blocks::
     -- One line saying what it does.
     INSERT INTO ...
 
+A line ``-- use: <concept>.<name>`` inside a block is replaced by that block, so a piece of SQL
+that several statements share (the event fan-out) is written once.
 `queries("events")` returns {name: sql}. Nothing here knows about HTTP.
 """
 
@@ -31,13 +33,19 @@ log = get_logger(__name__)
 SCHEMA_VERSION = 1
 _MIGRATION_LOCK = 0x64697370  # "disp": serialises concurrent `serve` starts applying the schema
 _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_USE = re.compile(r"^-- use: (\w+)\.(\w+)\s*$", re.MULTILINE)
 
 
 @functools.cache
 def queries(concept: str) -> dict[str, str]:
     text = resources.files("dispatcher").joinpath("sql", f"{concept}.sql").read_text()
     parts = _BLOCK.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+    def use(m: re.Match[str]) -> str:
+        return blocks[m[2]] if m[1] == concept else queries(m[1])[m[2]]
+
+    return {name: _USE.sub(use, body) for name, body in blocks.items()}
 
 
 def schema_sql() -> str:

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # --- http ---
     host: str = "127.0.0.1"
     port: int = 8080
+    processes: int = Field(
+        1, ge=0, description="`serve` processes sharing the port, each with API and workers (0: one per CPU core)."
+    )
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body (413 beyond).")
     rate_limit_per_second: float = Field(100.0, description="Requests per second per API key (0: off).")
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL for tracking links.")

@@ -65,7 +65,7 @@ async def _openapi(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
 
-def _print_first_key(key: str, settings: Settings) -> None:
+def print_first_key(key: str, settings: Settings) -> None:
     url = f"http://{settings.host}:{settings.port}"
     print(
         f"\n  dispatcher: created account 'default' with an API key (shown once, store it now):\n\n"
@@ -92,7 +92,7 @@ async def _lifecycle(
         async with app[DB].pool.acquire() as conn:
             key = await accounts.bootstrap(conn)
         if key:
-            _print_first_key(key, settings)
+            print_first_key(key, settings)
     if role != "worker":
         app[KEY_CACHE] = KeyCache(app[DB])
         await app[KEY_CACHE].start()

@@ -110,14 +110,9 @@ async def send_message(call: Call) -> Any:
     key = _message_key(call)
     body: models.SendRequest = call.body
     conn = call.conn
-    async with conn.transaction():
-        definition = (
-            await service.get_definition(conn, _account(call), body.definitionKey) if body.definitionKey else None
-        )
-        service.check_content(body, definition)
-        accepted, existing = await service.accept(
-            conn, _account(call), body.definitionKey, [service.plan_send(key, body)]
-        )
+    if body.definitionKey:
+        service.check_content(body, await service.get_definition(conn, _account(call), body.definitionKey))
+    accepted, existing = await service.accept(conn, _account(call), body.definitionKey, [service.plan_send(key, body)])
     if key in existing:
         raise Conflict(
             "a message with this messageKey already exists", field="messageKey", extra={"status": existing[key]}
@@ -147,7 +142,7 @@ async def send_batch(call: Call) -> Any:
         send = validate(models.SendRequest, request)
         sends.append(service.plan_send(item.recipient.messageKey or "", send))
         responses[item.index] = {"index": item.index, "messageKey": item.recipient.messageKey}
-    async with call.app[DB].pool.acquire() as conn, conn.transaction():
+    async with call.app[DB].pool.acquire() as conn:
         definition = await service.get_definition(conn, _account(call), body.definitionKey)
         if sends:
             service.check_content(None, definition)

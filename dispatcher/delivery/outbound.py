@@ -10,6 +10,7 @@ not get through. Redirects are never followed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -199,6 +200,13 @@ async def _excerpt(resp: aiohttp.ClientResponse) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=4096)
+def _literal_forbidden(url: str, allowed: tuple[Network, ...]) -> bool:
+    """A URL naming a forbidden IP literal (host names are checked by the resolver on connect)."""
+    literal = parse_ip(urllib.parse.urlsplit(url).hostname or "")
+    return literal is not None and is_forbidden(literal, allowed)
+
+
 async def post(
     session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], allowed: Sequence[Network]
 ) -> Response:
@@ -207,8 +215,7 @@ async def post(
     def done(**kw: Any) -> Response:
         return Response(started, (time.perf_counter() - t0) * 1000, **kw)
 
-    literal = parse_ip(urllib.parse.urlsplit(url).hostname or "")
-    if literal is not None and is_forbidden(literal, allowed):
+    if _literal_forbidden(url, tuple(allowed)):
         return done(error_kind="forbidden_address")
     try:
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:

@@ -1,6 +1,7 @@
 """The webhook worker: claim due deliveries (lease, commit), POST them, record outcomes in batches.
 
-loop: claim → one task per request (a single event, or a batch for batching callbacks)
+loop: claim → one job per request (a single event, or a batch for batching callbacks), started at
+      once while its callback has a free slot, else queued behind it
       → wait for a NOTIFY, a freed slot, the poll interval, or stop — whichever comes first.
 task: sign → POST (no transaction open) → hand the outcome to the completion buffer.
 flush: one transaction for many outcomes: deliveries, attempt log, callback health.
@@ -15,7 +16,7 @@ import random
 import secrets
 import socket
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,15 +97,17 @@ class DeliveryWorker:
             timedelta(seconds=settings.disable_after),
             timedelta(seconds=settings.failing_probe_interval),
         )
-        # Jobs held per callback: two rounds of its concurrency, so the next round is queued locally.
-        self._share = 2 * settings.callback_concurrency
+        # Jobs held per callback: four rounds of its concurrency. The loop claims more when half are
+        # left, so the next rounds are already queued locally while a claim is on its way.
+        self._share = 4 * settings.callback_concurrency
         self._wake = asyncio.Event()
         self._stopping = False
         self._closed = False
         self._notified = False
-        self._tasks: dict[asyncio.Task[None], Job] = {}
-        self._local: defaultdict[int, int] = defaultdict(int)  # jobs held per callback
-        self._limits: dict[int, asyncio.Semaphore] = {}
+        self._tasks: dict[asyncio.Task[None], Job] = {}  # requests in flight
+        self._waiting: defaultdict[int, deque[Job]] = defaultdict(deque)  # per callback, beyond its slots
+        self._running: defaultdict[int, int] = defaultdict(int)  # requests in flight per callback
+        self._held = 0  # jobs in flight or waiting
         self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
         self._outcomes: list[Outcome] = []
         self._flush_now = asyncio.Event()
@@ -128,10 +131,12 @@ class DeliveryWorker:
         self._wake.set()
         if self._loop_task:
             await self._loop_task
+        held = [r["id"] for queue in self._waiting.values() for job in queue for r in job.rows]
+        self._waiting.clear()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.settings.shutdown_grace)
         unfinished = [t for t in self._tasks if not t.done()]
-        held = [r["id"] for t in unfinished for r in self._tasks[t].rows]
+        held += [r["id"] for t in unfinished for r in self._tasks[t].rows]
         for t in unfinished:
             t.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
@@ -176,7 +181,7 @@ class DeliveryWorker:
                 await self._sleep(min(0.2 * 2**failures, 5.0))
                 continue
             for job in self._group(claimed):
-                self._spawn(job)
+                self._take(job)
             if len(claimed) < self.settings.claim_batch or self._free() <= 0:
                 await self._sleep(self.settings.batch_linger if self._notified else self.settings.poll_interval)
 
@@ -186,11 +191,14 @@ class DeliveryWorker:
         self._wake.clear()
 
     def _free(self) -> int:
-        return self.settings.worker_concurrency - len(self._tasks)
+        return self.settings.worker_concurrency - self._held
+
+    def _held_by(self, callback_id: int) -> int:
+        return self._running.get(callback_id, 0) + len(self._waiting.get(callback_id, ()))
 
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings
-        saturated = [cb for cb, n in self._local.items() if n >= self._share]
+        saturated = [cb for cb in self._running if self._held_by(cb) >= self._share]
         return await self.db.pool.fetch(
             SQL["claim"], self.id, saturated, self._share, s.claim_batch, s.lease_seconds, s.batch_linger
         )
@@ -208,21 +216,33 @@ class DeliveryWorker:
                 jobs.append(Job(cb, first["account_id"], first["url"], size > 1, first["secrets_version"], chunk))
         return jobs
 
-    def _spawn(self, job: Job) -> None:
-        self._local[job.callback_id] += 1
+    def _take(self, job: Job) -> None:
+        self._held += 1
+        if self._running[job.callback_id] < self.settings.callback_concurrency:
+            self._start(job)
+        else:
+            self._waiting[job.callback_id].append(job)
+
+    def _start(self, job: Job) -> None:
+        self._running[job.callback_id] += 1
         task = asyncio.create_task(self._deliver(job))
         self._tasks[task] = job
         task.add_done_callback(lambda t: self._done(t, job))
 
     def _done(self, task: asyncio.Task[None], job: Job) -> None:
+        cb = job.callback_id
         self._tasks.pop(task, None)
-        left = self._local[job.callback_id] - 1
-        if left <= 0:
-            del self._local[job.callback_id]
-        else:
-            self._local[job.callback_id] = left
+        self._held -= 1
+        self._running[cb] -= 1
+        waiting = self._waiting.get(cb)
+        if waiting and not self._stopping:
+            self._start(waiting.popleft())
+        if not waiting:
+            self._waiting.pop(cb, None)
+        if not self._running[cb]:
+            del self._running[cb]
         # Refill while the callback still has a full round queued, so its requests never wait on a claim.
-        if left == self._share - self.settings.callback_concurrency or self._free() == 1:
+        if self._held_by(cb) == self._share // 2 or self._free() == 1:
             self._wake.set()
 
     # --- one request -------------------------------------------------------------------------
@@ -236,18 +256,16 @@ class DeliveryWorker:
         return keys
 
     async def _deliver(self, job: Job) -> None:
-        limit = self._limits.setdefault(job.callback_id, asyncio.Semaphore(self.settings.callback_concurrency))
-        async with limit:
-            try:
-                keys = await self._signing_keys(job)
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning(
-                    "could not load signing keys; the lease will expire", callback_id=job.callback_id, error=str(exc)
-                )
-                return
-            msg_id, body = request_body(job)
-            headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
-            response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
+        try:
+            keys = await self._signing_keys(job)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning(
+                "could not load signing keys; the lease will expire", callback_id=job.callback_id, error=str(exc)
+            )
+            return
+        msg_id, body = request_body(job)
+        headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
+        response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
         log.info(
             "webhook",
             callback_id=ids.encode("cb", job.callback_id),

@@ -127,10 +127,11 @@ def check_content(body: SendRequest | None, definition: asyncpg.Record | None) -
 async def accept(
     conn: asyncpg.Connection, account_id: int, definition_key: str | None, sends: list[NewSend]
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Store sends and their `queued` events (drafts get none) in the caller's transaction.
-    Returns ({key: status} accepted, {key: existing status} for keys already used)."""
+    """Store sends with their `queued` events (drafts get none) in one statement: atomic on its own,
+    or part of the caller's transaction. Returns ({key: status} accepted, {key: existing status} for
+    keys already used)."""
     rows = await conn.fetch(
-        SQL["insert_messages"], account_id, definition_key,
+        SQL["accept_sends"], account_id, definition_key,
         [s.message_key for s in sends], [s.status for s in sends], [s.request for s in sends],
         [s.recipient for s in sends], [s.send_at for s in sends],
     )  # fmt: skip
@@ -141,17 +142,6 @@ async def accept(
         if taken
         else {}
     )
-    queued = [
-        events.NewEvent(
-            type="queued", message_key=s.message_key, data={}, definition_key=definition_key, recipient=s.recipient
-        )
-        for s in sends
-        if accepted.get(s.message_key) in ("queued", "scheduled")
-    ]
-    if queued:
-        await events.record_events(conn, account_id, queued)
-    if any(status == "queued" for status in accepted.values()):
-        await conn.execute(SQL["notify_messages"])
     return accepted, existing
 
 

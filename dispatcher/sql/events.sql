@@ -1,15 +1,29 @@
 -- name: record_events
 -- The one way to record events: insert a batch in input order (a client id already stored for the
--- account is skipped), write the outbox rows for every active subscription that matches, and wake
--- the workers at commit -- one statement, one round trip. Unverified callbacks get nothing;
--- disabled ones accumulate pending rows until re-enabled. '*' means every message event;
--- operational events (callback.*) must be named explicitly.
-WITH ins AS (
-    INSERT INTO events (account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data)
-    SELECT $1, t.client_id, t.type, t.message_key, t.definition_key, t.recipient, t.occurred_at, t.data
+-- account is skipped), write the outbox rows and wake the workers (see fan_out) -- one statement,
+-- one round trip.
+WITH new_events AS (
+    SELECT $1::bigint AS account_id, t.*
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[])
          WITH ORDINALITY AS t(client_id, type, message_key, definition_key, recipient, occurred_at, data, ord)
-    ORDER BY t.ord
+),
+-- use: events.fan_out
+SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data,
+       (SELECT count(*) FROM woke) AS woke
+FROM ins
+
+-- name: fan_out
+-- CTEs shared by every statement that records events; the statement provides `new_events`
+-- (account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data, ord)
+-- and must read `woke` so the NOTIFY runs. `ins` inserts them in `ord` order, `fan` writes the
+-- outbox rows for every active subscription that matches, `woke` wakes the workers at commit.
+-- Unverified callbacks get nothing; disabled ones accumulate pending rows until re-enabled.
+-- '*' means every message event; operational events (callback.*) must be named explicitly.
+ins AS (
+    INSERT INTO events (account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data)
+    SELECT account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data
+    FROM new_events
+    ORDER BY ord
     ON CONFLICT (account_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, account_id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
 ),
@@ -30,9 +44,6 @@ fan AS (
 woke AS (
     SELECT pg_notify('dispatcher_deliveries', '') FROM (SELECT 1 FROM fan LIMIT 1) any_delivery
 )
-SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data,
-       (SELECT count(*) FROM woke) AS woke
-FROM ins
 
 -- name: events_by_client_id
 -- The stored events for client ids (idempotent replays answer with the original).

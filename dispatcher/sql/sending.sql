@@ -39,15 +39,28 @@ RETURNING id
 UPDATE messages SET next_attempt_at = now(), lease_owner = NULL
 WHERE account_id = $1 AND definition_key = $2 AND status = 'queued'
 
--- name: insert_messages
--- Accept sends; an existing message key is left alone (the caller answers 409 for it).
-INSERT INTO messages (account_id, message_key, definition_key, status, request, recipient, next_attempt_at)
-SELECT $1, t.message_key, $2, t.status, t.request, t.recipient, t.next_at
-FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[])
-     WITH ORDINALITY AS t(message_key, status, request, recipient, next_at, ord)
-ORDER BY t.ord
-ON CONFLICT (account_id, message_key) DO NOTHING
-RETURNING id, message_key, status
+-- name: accept_sends
+-- Accept sends with their `queued` events (drafts get none) and wake the senders -- one statement.
+-- An existing message key is left alone (the caller answers 409 for it).
+WITH m AS (
+    INSERT INTO messages (account_id, message_key, definition_key, status, request, recipient, next_attempt_at)
+    SELECT $1, t.message_key, $2, t.status, t.request, t.recipient, t.next_at
+    FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[])
+         WITH ORDINALITY AS t(message_key, status, request, recipient, next_at, ord)
+    ORDER BY t.ord
+    ON CONFLICT (account_id, message_key) DO NOTHING
+    RETURNING id, account_id, message_key, definition_key, recipient, status
+),
+new_events AS (
+    SELECT account_id, NULL::text AS client_id, 'queued'::text AS type, message_key, definition_key, recipient,
+           now() AS occurred_at, '{}'::jsonb AS data, id AS ord
+    FROM m WHERE status IN ('queued', 'scheduled')
+),
+-- use: events.fan_out
+, told AS (
+    SELECT pg_notify('dispatcher_messages', '') FROM (SELECT 1 FROM m WHERE status = 'queued' LIMIT 1) any_due
+)
+SELECT message_key, status, (SELECT count(*) FROM woke) + (SELECT count(*) FROM told) AS woke FROM m
 
 -- name: message_statuses
 -- Existing messages by key (for 409 answers).

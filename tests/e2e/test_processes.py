@@ -6,6 +6,8 @@ import asyncio
 import signal
 from pathlib import Path
 
+import aiohttp
+import psutil
 import pytest
 
 from tests.conftest import wait_until
@@ -63,7 +65,6 @@ async def test_three_serve_processes_on_one_database_deliver_each_event_exactly_
 ):
     env = service_env(tmp_path, database_url, poll_interval=0.2)
     assert cli(env, "migrate").returncode == 0
-    key = cli(env, "keys", "create", "--account", "default").stdout.strip() if False else None
     cli(env, "accounts", "create", "default")
     key = cli(env, "keys", "create", "--account", "default").stdout.strip()
     services = [Service(env, tmp_path / f"serve{i}.log") for i in range(3)]
@@ -145,3 +146,53 @@ async def test_sigterm_hands_back_in_flight_deliveries_instead_of_waiting_out_th
         assert all(r["status"] == "pending" and r["lease_owner"] is None and r["due"] for r in rows)
     finally:
         await slow.stop()
+
+
+def _children(service: Service) -> list[psutil.Process]:
+    return psutil.Process(service.proc.pid).children()
+
+
+async def test_serve_with_two_processes_prints_one_key_and_both_processes_take_connections(
+    tmp_path: Path, database_url: str, receiver: Receiver
+):
+    env = service_env(tmp_path, database_url, bootstrap="true")
+    service = await Service(env, tmp_path / "serve.log", "--processes", "2").ready()
+    try:
+        children = _children(service)
+        assert len(children) == 2 and all("--listen-fd" in " ".join(c.cmdline()) for c in children)
+        client = Client(service.url, first_key(service.output()))  # exactly one key, printed by the parent
+        await register(client, receiver)
+        batch = [{"type": "sent", "messageKey": f"m{i}"} for i in range(50)]
+        assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
+        await receiver.wait_for(50, timeout=60)
+
+        # The kernel hands connections on the shared socket to both processes.
+        sessions = []
+        try:
+            for _ in range(100):
+                session = aiohttp.ClientSession()
+                sessions.append(session)
+                async with session.get(service.url + "/healthz") as resp:
+                    assert resp.status == 200
+                serving = {c.pid for c in children
+                           for conn in c.net_connections("tcp") if conn.laddr.port == service.port and conn.raddr}  # fmt: skip
+                if len(serving) == 2:
+                    break
+            assert len(serving) == 2
+        finally:
+            for session in sessions:
+                await session.close()
+    finally:
+        assert service.stop() == 0
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+async def test_a_serve_process_that_dies_stops_the_others_and_the_parent_exits_1(tmp_path: Path, database_url: str):
+    env = service_env(tmp_path, database_url)
+    service = await Service(env, tmp_path / "serve.log", "--processes", "2").ready()
+    children = _children(service)
+    children[0].kill()
+    await asyncio.to_thread(service.proc.wait, 60)
+    assert service.stop() == 1
+    assert "a serve process exited" in service.output()
+    assert not children[1].is_running() or children[1].status() == psutil.STATUS_ZOMBIE
