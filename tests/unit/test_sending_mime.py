@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from typing import Any
 
@@ -192,3 +193,137 @@ def test_serialized_message_uses_crlf_line_endings() -> None:
     raw = build().as_bytes()
     assert b"\r\n" in raw
     assert b"\n" not in raw.replace(b"\r\n", b"")
+
+
+def header_lines(raw: bytes) -> list[bytes]:
+    return raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("from_", "name"),
+    [
+        ("Zoë Café <zoe@example.com>", "Zoë Café"),
+        ("李小龍 <zoe@example.com>", "李小龍"),
+        ("Équipe Boutique Zoë Café Paris <zoe@example.com>", "Équipe Boutique Zoë Café Paris"),
+        ('"Shop, Inc. (EU)" <zoe@example.com>', "Shop, Inc. (EU)"),
+        ("A" * 120 + " <zoe@example.com>", "A" * 120),
+    ],
+)
+def test_display_name_in_any_script_reads_back_from_the_bytes(from_: str, name: str) -> None:
+    mail = build(from_=from_)
+    assert mail.as_bytes().isascii()
+    [address] = reparse(mail)["From"].addresses
+    assert (address.display_name, address.addr_spec) == (name, "zoe@example.com")
+
+
+@pytest.mark.parametrize("name", ["Ünïcode Name " * 12, "李小龍" * 30])
+def test_long_non_ascii_display_name_is_split_into_encoded_words(name: str) -> None:
+    """Decoded per RFC 2047: Python 3.11's modern parser wrongly keeps the space between
+    adjacent encoded words in a display name (CPython gh-128110)."""
+    raw = build(from_=f"{name} <zoe@example.com>").as_bytes()
+    assert all(len(line) <= 78 for line in header_lines(raw))
+    folded = message_from_bytes(raw, policy=policy.compat32)["From"]
+    assert str(make_header(decode_header(folded))) == f"{name.strip()} <zoe@example.com>"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Größe ✓",
+        "Your order " * 20,
+        "Größe ✓ und noch viel mehr " * 8,
+        "件名" * 60,
+        "x" * 1200,
+        "",
+    ],
+)
+def test_subject_reads_back_from_the_bytes_and_long_ones_are_folded(subject: str) -> None:
+    raw = build(subject=subject).as_bytes()
+    assert raw.isascii()
+    assert all(len(line) <= 78 for line in header_lines(raw) if not line.startswith(b"List-Unsubscribe:"))
+    assert message_from_bytes(raw, policy=policy.default)["Subject"] == subject.strip()
+
+
+def test_long_unsubscribe_url_stays_one_plain_value() -> None:
+    """A folded or encoded-word List-Unsubscribe would break one-click unsubscribe."""
+    url = "https://mail.example.com/t/u/" + "T" * 120
+    msg = reparse(build(unsubscribe_url=url))
+    assert msg["List-Unsubscribe"] == f"<{url}>"
+
+
+@pytest.mark.parametrize(
+    ("body", "transfer_encoding"),
+    [
+        ("Thanks!\n", "7bit"),
+        ("x" * 998 + "\nshort\n", "7bit"),
+        ("Grüße, Zoë ✓\nSecond line\n", "quoted-printable"),
+        ("x" * 999 + "\n", "quoted-printable"),
+        ("é" * 1500, "quoted-printable"),
+        ("a=3D literal, trailing space \nand tab\t\n.\nFrom here\n", "7bit"),
+        ("tab\t at end é\t\n", "quoted-printable"),
+    ],
+)
+def test_text_and_html_bodies_decode_back_exactly(body: str, transfer_encoding: str) -> None:
+    raw = build(text=body, html=body).as_bytes()
+    assert raw.isascii()
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    msg = message_from_bytes(raw, policy=policy.default)
+    for part in msg.iter_parts():
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == transfer_encoding
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        assert payload.decode("utf-8").replace("\r\n", "\n") == body
+
+
+def test_attachments_decode_back_byte_exact_with_their_names() -> None:
+    data = bytes(range(256)) * 40
+    names = ["résumé.pdf", "Квитанция за март " * 8 + ".pdf", 'he said "hi".txt', "a" * 150 + ".bin"]
+    raw = build(attachments={name: data for name in names}).as_bytes()
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    found = {a.get_filename(): a.get_payload(decode=True) for a in msg.iter_attachments()}
+    assert found == {name: data for name in names}
+    assert all(a["Content-Transfer-Encoding"] == "base64" for a in msg.iter_attachments())
+
+
+def test_empty_attachment_is_kept() -> None:
+    msg = reparse(build(attachments={"empty.txt": b""}))
+    [attachment] = msg.iter_attachments()
+    assert (attachment.get_filename(), attachment.get_payload(decode=True)) == ("empty.txt", b"")
+
+
+def test_non_ascii_custom_header_value_is_encoded() -> None:
+    mail = build(headers={"X-Note": "Grüße ✓"})
+    assert mail.as_bytes().isascii()
+    assert reparse(mail)["X-Note"] == "Grüße ✓"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Evil": "a\rBcc: victim@example.com"},
+        {"X-Evil": "a\nBcc: victim@example.com"},
+        {"X-Evil": "a\u2028Bcc: victim@example.com"},
+        {"X-Evil": "a\x0bb"},
+        {"X-Evil: x\r\nBcc": "victim@example.com"},
+        {"X Evil": "x"},
+        {"": "x"},
+        {"Content-Type": "text/x-evil"},
+        {"mime-version": "2.0"},
+        {"X-Ref": "1", "x-ref": "2"},
+    ],
+)
+def test_custom_header_that_could_break_the_message_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(MessageBuildError):
+        build(headers=headers)
+
+
+@pytest.mark.parametrize(
+    "subject", ["Hi\r\nBcc: victim@example.com", "Hi\u2028Bcc: victim@example.com", "Hi\x85Bcc: x"]
+)
+def test_no_line_break_in_a_subject_survives(subject: str) -> None:
+    raw = build(subject=subject).as_bytes()
+    assert b"\r\nBcc" not in raw
+    assert "Bcc" not in reparse(build(subject=subject)).keys()
