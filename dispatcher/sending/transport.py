@@ -11,9 +11,11 @@ Sent / Bounced events.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import re
 import ssl
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -294,31 +296,78 @@ _UNSAFE_FILENAME_RE = re.compile(r"[^A-Za-z0-9._@+-]")
 class MaildirTransport:
     """Write each message to ``<path>/<UTC timestamp>-<message-id>.eml``.
 
-    The file is written under a dot-name and renamed into place, so a reader listing
-    ``*.eml`` never sees a partial message. Every recipient counts as accepted.
+    The file is written under a dot-name, flushed to disk and renamed into place, so a reader
+    listing ``*.eml`` never sees a partial message. Every recipient counts as accepted. Messages sent
+    concurrently are written together by one thread (a group write), so the event loop hands
+    work to a thread once per group rather than once per message.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._queue: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def send(self, mail: OutgoingMail) -> SendResult:
-        data = mail.as_bytes()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{stamp}-{_UNSAFE_FILENAME_RE.sub('_', mail.message_id.strip('<>'))}.eml"
-        await asyncio.to_thread(self._write, name, data)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((name, mail.as_bytes(), written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        await written
         return SendResult.for_all(mail.recipients, Outcome.ACCEPTED, server_response=name)
 
-    def _write(self, name: str, data: bytes) -> None:
+    async def _write_queued(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue, []
+            failure: Exception | None = None
+            try:
+                await asyncio.to_thread(self._write, [(name, data) for name, data, _ in group])
+            except Exception as exc:
+                failure = exc
+            for _, _, written in group:
+                if written.done():  # its sender was cancelled
+                    continue
+                if failure is None:
+                    written.set_result(None)
+                else:
+                    written.set_exception(failure)
+
+    def _write(self, files: list[tuple[str, bytes]]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        temporary = self.path / f".{name}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path / name)
+        for name, data in files:
+            with open(os.path.join(self.path, f".{name}.tmp"), "wb") as handle:
+                handle.write(data)
+        # One flush for the whole group, twice: contents before they get their final names, names
+        # before the sender records them as sent. A per-file fsync costs a journal commit each
+        # (about 1 ms on this project's CI disk), which capped this transport near 1,000 files/s.
+        _flush_filesystem(self.path)
+        for name, _ in files:
+            os.replace(os.path.join(self.path, f".{name}.tmp"), os.path.join(self.path, name))
+        _flush_filesystem(self.path)
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Finish writing what was handed over."""
+        if self._writer is not None:
+            await self._writer
+
+
+_SYNCFS = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None) if sys.platform == "linux" else None
+
+
+def _flush_filesystem(directory: Path) -> None:
+    """Make everything written under ``directory`` durable: syncfs(2) on Linux flushes only that
+    filesystem; elsewhere sync(2) flushes all of them."""
+    if _SYNCFS is None:
+        os.sync()
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+    finally:
+        os.close(fd)
 
 
 def transport_from_settings(mail_url: str | None, data_dir: Path) -> MailTransport:

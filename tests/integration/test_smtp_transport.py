@@ -448,6 +448,28 @@ async def test_maildir_file_names_sort_by_time_and_leave_no_temporary_files(tmp_
     assert first.message_id.strip("<>").split("@")[0] in names[0]
 
 
+async def test_maildir_writes_concurrent_sends_together_and_every_sender_gets_its_own_file(tmp_path: Path) -> None:
+    transport = MaildirTransport(tmp_path)
+    outgoing = [mail() for _ in range(30)]
+
+    results = await asyncio.gather(*(transport.send(m) for m in outgoing))
+
+    assert sorted(r.server_response for r in results) == sorted(p.name for p in tmp_path.iterdir())
+    for m, r in zip(outgoing, results, strict=True):
+        parsed = message_from_bytes((tmp_path / str(r.server_response)).read_bytes(), policy=policy.default)
+        assert parsed["Message-ID"] == m.message_id
+    await transport.aclose()
+
+
+async def test_maildir_write_failure_reaches_every_sender_of_the_group(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the mail directory should be")
+    transport = MaildirTransport(tmp_path / "taken" / "mail")
+
+    results = await asyncio.gather(*(transport.send(mail()) for _ in range(5)), return_exceptions=True)
+
+    assert all(isinstance(r, OSError) for r in results)
+
+
 def test_settings_choose_smtp_when_a_url_is_set_and_maildir_otherwise(tmp_path: Path) -> None:
     smtp = transport_from_settings("smtps://u:p@relay.example.com", tmp_path)
     assert isinstance(smtp, SmtpTransport) and smtp.use_tls
