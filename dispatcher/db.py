@@ -85,13 +85,25 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
     return pool
 
 
+async def _recorded_version(conn: asyncpg.Connection) -> int:
+    if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+
+
 async def migrate(conn: asyncpg.Connection) -> int:
-    """Apply schema.sql idempotently under an advisory lock; returns the recorded version."""
+    """Apply schema.sql under an advisory lock unless the database is already at SCHEMA_VERSION;
+    returns the recorded version. Re-running the DDL on a current database is not harmless: its
+    CREATE INDEX takes a SHARE lock on every table, which blocks (and can deadlock with) the
+    processes already serving when another one starts."""
+    current = await _recorded_version(conn)
+    if current >= SCHEMA_VERSION:
+        return current
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await conn.execute(schema_sql())
-        version = await conn.fetchval("SELECT max(version) FROM schema_version")
-    return int(version)
+        if await _recorded_version(conn) < SCHEMA_VERSION:
+            await conn.execute(schema_sql())
+        return await _recorded_version(conn)
 
 
 # What a lost or restarting server looks like from asyncpg. InternalClientError is not a

@@ -65,7 +65,7 @@ async def wait_event(event: asyncio.Event, timeout: float) -> None:
 
 
 def event_payload(r: asyncpg.Record) -> dict[str, Any]:
-    occurred = r["occurred_at"].isoformat()
+    occurred = r["occurred_at"]  # orjson writes a datetime exactly as isoformat() does, only faster
     data = {
         **r["data"],
         "eventId": events.event_id(r["event_id"]),
@@ -310,12 +310,10 @@ class DeliveryWorker:
 
     async def _record(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:
         rng = random.Random()
-        upd: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-        att: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         for o in batch:
             resp = o.response
             started = datetime.fromtimestamp(resp.started_at, UTC)
-            error = resp.error_kind or (None if resp.ok else f"http_{resp.status}")
             for r in o.job.rows:
                 number = r["attempts"] + 1
                 if resp.ok:
@@ -323,22 +321,11 @@ class DeliveryWorker:
                 else:
                     wait = self.retry.next_delay(number - r["retry_base"], resp.retry_after, rng)
                     status, delay = ("failed", 0.0) if wait is None else ("pending", wait)
-                for col, v in zip(upd, (r["id"], status, number, delay, started, resp.status, error), strict=True):
-                    col.append(v)
-                values = (
-                    r["account_id"],
-                    r["id"],
-                    number,
-                    started,
-                    resp.duration_ms,
-                    resp.status,
-                    resp.error_kind,
-                    resp.excerpt,
-                )
-                for col, v in zip(att, values, strict=True):
-                    col.append(v)
-        await conn.execute(SQL["complete"], *upd, self.id)
-        await conn.execute(SQL["log_attempts"], *att)
+                values = (r["id"], r["account_id"], status, number, delay, started, resp.duration_ms, resp.status,
+                          resp.error_kind, resp.excerpt)  # fmt: skip
+                for column, value in zip(columns, values, strict=True):
+                    column.append(value)
+        await conn.execute(SQL["complete"], *columns, self.id)
         await self._update_health(conn, batch)
 
     async def _update_health(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:

@@ -37,19 +37,23 @@ RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
           e.id AS event_id, e.type, e.message_key, e.definition_key, e.recipient, e.occurred_at, e.data
 
 -- name: complete
--- Record outcomes for deliveries this worker still holds; a lost lease means someone else owns it now.
-UPDATE deliveries d
-SET status = u.status, attempts = u.attempts, next_attempt_at = now() + make_interval(secs => u.delay),
-    lease_owner = NULL, last_attempt_at = u.started_at, last_status_code = u.code, last_error = u.error
-FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::timestamptz[], $6::int[], $7::text[])
-     AS u(id, status, attempts, delay, started_at, code, error)
-WHERE d.id = u.id AND d.lease_owner = $8
-
--- name: log_attempts
--- The attempt log: one row per delivery per request.
+-- Record one request's outcome per delivery: the attempt log gets a row for every delivery sent;
+-- the delivery itself only if this worker still holds it (a lost lease means someone else owns it).
+WITH u AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::float8[], $6::timestamptz[],
+                         $7::float8[], $8::int[], $9::text[], $10::text[])
+           AS u(id, account_id, status, attempts, delay, started_at, duration_ms, code, error_kind, excerpt)
+),
+updated AS (
+    UPDATE deliveries d
+    SET status = u.status, attempts = u.attempts, next_attempt_at = now() + make_interval(secs => u.delay),
+        lease_owner = NULL, last_attempt_at = u.started_at, last_status_code = u.code,
+        last_error = coalesce(u.error_kind, CASE WHEN u.code BETWEEN 200 AND 299 THEN NULL ELSE 'http_' || u.code END)
+    FROM u
+    WHERE d.id = u.id AND d.lease_owner = $11
+)
 INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code, error_kind, response_body)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[], $5::float8[], $6::int[], $7::text[],
-                     $8::text[])
+SELECT account_id, id, attempts, started_at, duration_ms, code, error_kind, excerpt FROM u
 
 -- name: lock_callbacks
 -- Current health of the callbacks a flush touches.

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import urllib.parse
+
+import asyncpg
 import pytest
 
+from dispatcher import db
 from dispatcher.api.app import create_app
 from dispatcher.retention import Purger
 from tests.conftest import Api, make_key, setup_callback, wait_until
@@ -70,3 +75,35 @@ async def test_roles_split_the_api_from_the_workers(database, settings, aiohttp_
     assert (await client.get("/readyz")).status == 200
     running = [type(s).__name__ for s in app[__import__("dispatcher.api.keys").api.keys.SERVICES]["running"]]
     assert running == ([] if role == "api" else ["DeliveryWorker", "MailSender", "Purger"])
+
+
+async def test_starting_another_process_on_a_current_schema_takes_no_table_locks(database):
+    """A process starting next to busy ones must not re-run the DDL: its CREATE INDEX would wait on
+    (and could deadlock with) every writer."""
+    async with database.pool.acquire() as busy, database.pool.acquire() as starting:
+        async with busy.transaction():
+            await busy.execute("LOCK TABLE deliveries, events, messages IN ROW EXCLUSIVE MODE")  # as writers hold
+            assert await asyncio.wait_for(db.migrate(starting), timeout=10) == db.SCHEMA_VERSION
+
+
+async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
+    admin = await asyncpg.connect(pg_server_url)
+    name = "dispatcher_test_empty_migrate"
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {name}")
+        conn = await asyncpg.connect(db_url(pg_server_url, name))
+        try:
+            assert await db.migrate(conn) == db.SCHEMA_VERSION
+            assert await db.migrate(conn) == db.SCHEMA_VERSION  # again: nothing to do
+            assert await conn.fetchval("SELECT to_regclass('deliveries')") is not None
+        finally:
+            await conn.close()
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+def db_url(server_url: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(server_url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
