@@ -80,7 +80,10 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset)
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset,
+        server_settings={"timezone": "UTC"},  # timestamps the database renders (webhook JSON) are UTC
+    )  # fmt: skip
     assert pool is not None
     return pool
 

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 
 from dispatcher import callbacks, events, ids
 from dispatcher.crypto import Keyring
@@ -35,6 +34,7 @@ log = get_logger("dispatcher.delivery")
 SQL = queries("deliveries")
 CHANNEL = "dispatcher_deliveries"
 KEYS_TTL = 30.0  # seconds; rotation bumps a version, this only ages out expired old secrets
+HANDBACK_DELAY = 2.0  # seconds before a delivery this worker could not send is due again
 
 
 @dataclass(slots=True)
@@ -64,27 +64,15 @@ async def wait_event(event: asyncio.Event, timeout: float) -> None:
         pass
 
 
-def event_payload(r: asyncpg.Record) -> dict[str, Any]:
-    occurred = r["occurred_at"]  # orjson writes a datetime exactly as isoformat() does, only faster
-    data = {
-        **r["data"],
-        "eventId": events.event_id(r["event_id"]),
-        "messageKey": r["message_key"],
-        "definitionKey": r["definition_key"],
-        "recipient": r["recipient"],
-        "occurredAt": occurred,
-    }
-    return {"type": r["type"], "timestamp": occurred, "data": data}
-
-
 def request_body(job: Job) -> tuple[str, bytes]:
-    """(webhook-id, body). The id is stable across retries of the same delivery."""
+    """(webhook-id, body). The id is stable across retries of the same delivery; each row carries
+    its event's JSON payload, built by the claim."""
     if not job.batched:
         r = job.rows[0]
-        return ids.encode("dlv", r["id"]), orjson.dumps(event_payload(r))
+        return ids.encode("dlv", r["id"]), r["payload"].encode()
     ordered = sorted(job.rows, key=lambda r: (r["occurred_at"], r["event_id"]))
     digest = hashlib.sha256(",".join(str(r["id"]) for r in ordered).encode()).hexdigest()[:24]
-    return f"batch_{digest}", orjson.dumps([event_payload(r) for r in ordered])
+    return f"batch_{digest}", f"[{','.join(r['payload'] for r in ordered)}]".encode()
 
 
 class DeliveryWorker:
@@ -110,6 +98,7 @@ class DeliveryWorker:
         self._held = 0  # jobs in flight or waiting
         self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
         self._outcomes: list[Outcome] = []
+        self._handback: list[int] = []  # deliveries this worker could not send: due again at once
         self._flush_now = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -147,7 +136,7 @@ class DeliveryWorker:
         try:
             await self._flush()
             if held:
-                await self.db.pool.execute(SQL["release"], self.id, held)
+                await self.db.pool.execute(SQL["release"], self.id, held, 0.0)
         except DB_ERRORS as exc:
             log.warning("could not hand back leases; they expire by themselves", error=str(exc))
         finally:
@@ -229,8 +218,15 @@ class DeliveryWorker:
         self._tasks[task] = job
         task.add_done_callback(lambda t: self._done(t, job))
 
+    def _hand_back(self, job: Job) -> None:
+        self._handback.extend(r["id"] for r in job.rows)
+        self._flush_now.set()
+
     def _done(self, task: asyncio.Task[None], job: Job) -> None:
         cb = job.callback_id
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery failed unexpectedly; handing it back", callback_id=cb, error=repr(task.exception()))
+            self._hand_back(job)
         self._tasks.pop(task, None)
         self._held -= 1
         self._running[cb] -= 1
@@ -258,10 +254,10 @@ class DeliveryWorker:
     async def _deliver(self, job: Job) -> None:
         try:
             keys = await self._signing_keys(job)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning(
-                "could not load signing keys; the lease will expire", callback_id=job.callback_id, error=str(exc)
-            )
+        except DB_ERRORS as exc:
+            log.warning("could not load signing keys; handing the deliveries back", callback_id=job.callback_id,
+                        error=str(exc) or type(exc).__name__)  # fmt: skip
+            self._hand_back(job)
             return
         msg_id, body = request_body(job)
         headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
@@ -288,7 +284,7 @@ class DeliveryWorker:
         while not self._closed:
             await wait_event(self._flush_now, 0.02)
             self._flush_now.clear()
-            if not self._outcomes:
+            if not self._outcomes and not self._handback:
                 continue
             try:
                 await self._flush()
@@ -299,13 +295,18 @@ class DeliveryWorker:
 
     async def _flush(self) -> None:
         batch, self._outcomes = self._outcomes, []
-        if not batch:
+        handback, self._handback = self._handback, []
+        if not batch and not handback:
             return
         try:
             async with self.db.pool.acquire() as conn, conn.transaction():
-                await self._record(conn, batch)
+                if batch:
+                    await self._record(conn, batch)
+                if handback:
+                    await conn.execute(SQL["release"], self.id, handback, HANDBACK_DELAY)
         except BaseException:
             self._outcomes[:0] = batch  # keep them for the next try; leases cover the wait
+            self._handback[:0] = handback
             raise
 
     async def _record(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:

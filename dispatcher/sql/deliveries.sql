@@ -33,8 +33,17 @@ SET next_attempt_at = now() + make_interval(secs => $5), lease_owner = $1
 FROM picked, events e, callbacks c
 WHERE d.id = picked.id AND e.id = d.event_id AND c.id = d.callback_id
 RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
-          c.url, c.max_batch_size, c.secrets_version,
-          e.id AS event_id, e.type, e.message_key, e.definition_key, e.recipient, e.occurred_at, e.data
+          c.url, c.max_batch_size, c.secrets_version, e.id AS event_id, e.occurred_at,
+          -- The webhook payload, built here so the worker only joins strings, and numbers in `data`
+          -- reach receivers exactly as stored. Pools run with timezone UTC: timestamps read
+          -- "2026-11-24T06:19:02.274893+00:00".
+          jsonb_build_object(
+              'type', e.type,
+              'timestamp', e.occurred_at,
+              'data', e.data || jsonb_build_object(
+                  'eventId', 'evt_' || e.id, 'messageKey', e.message_key, 'definitionKey', e.definition_key,
+                  'recipient', e.recipient, 'occurredAt', e.occurred_at)
+          )::text AS payload
 
 -- name: complete
 -- Record one request's outcome per delivery: the attempt log gets a row for every delivery sent;
@@ -70,8 +79,8 @@ FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::timestam
 WHERE c.id = u.id
 
 -- name: release
--- Shutdown: hand back what this worker still holds, due now.
-UPDATE deliveries SET next_attempt_at = now(), lease_owner = NULL
+-- Hand back what this worker holds but will not send (shutdown, or it could not be sent), due in $3 s.
+UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $3), lease_owner = NULL
 WHERE lease_owner = $1 AND status = 'pending' AND id = ANY($2::bigint[])
 
 -- name: get_delivery

@@ -456,3 +456,25 @@ async def test_callback_and_subscription_crud(api: Api, receiver: Receiver):
     assert (await api.delete(f"/v1/subscriptions/{sub['subscriptionId']}"))[0] == 204
     assert (await api.delete(f"/v1/callbacks/{callback_id}"))[0] == 204
     assert (await api.get(f"/v1/callbacks/{callback_id}"))[0] == 404
+
+
+async def test_a_delivery_the_worker_cannot_sign_is_handed_back_not_stranded_on_its_lease(
+    api: Api, receiver: Receiver, database
+):
+    """Were the task to fail silently, the delivery would wait out its whole lease (minutes)."""
+    await setup_callback(api, receiver)
+    saved = await database.pool.fetch("SELECT id, secret_enc FROM callback_secrets")
+    await database.pool.execute("UPDATE callback_secrets SET secret_enc = 'not a fernet token'")
+    await post_event(api, "unsignable")
+
+    async def handed_back() -> bool:
+        return await database.pool.fetchval(
+            "SELECT lease_owner IS NULL AND next_attempt_at > created_at + interval '1 second' AND attempts = 0 "
+            "FROM deliveries"
+        )
+
+    await wait_until(handed_back, timeout=15)
+    for row in saved:
+        await database.pool.execute("UPDATE callback_secrets SET secret_enc = $2 WHERE id = $1", *row)
+    [event] = await receiver.wait_for(1, timeout=15)
+    assert event.json["data"]["messageKey"] == "unsignable"
