@@ -1,9 +1,16 @@
 -- dispatcher: the canonical schema. Idempotent: `dispatcher migrate` (and `serve`) apply it
--- on every start under an advisory lock; schema_version records what has been applied so
--- later releases can add ordered migrations for existing databases.
+-- under an advisory lock whenever this file's text is not yet recorded in schema_applied (its
+-- SHA-256); schema_version records what has been applied so later releases can add ordered
+-- migrations for existing databases. A process starting on an up-to-date database runs no DDL:
+-- CREATE INDEX IF NOT EXISTS would take a SHARE lock on tables other processes are writing.
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS schema_applied (
+    checksum    text PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
 

@@ -109,8 +109,6 @@ def serve(
     processes: int | None = None,
     listen_fd: int | None = None,
 ) -> int:
-    import socket
-
     from aiohttp import web
 
     from dispatcher import supervisor
@@ -123,7 +121,7 @@ def serve(
     app = create_app(settings, role=role, bootstrap=settings.bootstrap)
     where: dict[str, Any] = {"host": settings.host, "port": settings.port}
     if listen_fd is not None:
-        where = {"sock": socket.socket(fileno=listen_fd)}
+        where = {"sock": supervisor.as_child(app, listen_fd)}
     web.run_app(
         app,
         loop=_event_loop(),

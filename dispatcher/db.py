@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -80,33 +81,31 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset,
-        server_settings={"timezone": "UTC"},  # timestamps the database renders (webhook JSON) are UTC
-    )  # fmt: skip
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset)
     assert pool is not None
     return pool
 
 
-async def _recorded_version(conn: asyncpg.Connection) -> int:
-    if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
-        return 0
-    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+async def _applied(conn: asyncpg.Connection, checksum: str) -> bool:
+    if await conn.fetchval("SELECT to_regclass('schema_applied')") is None:
+        return False
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM schema_applied WHERE checksum = $1)", checksum))
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
-    """Apply schema.sql under an advisory lock unless the database is already at SCHEMA_VERSION;
-    returns the recorded version. Re-running the DDL on a current database is not harmless: its
-    CREATE INDEX takes a SHARE lock on every table, which blocks (and can deadlock with) the
-    processes already serving when another one starts."""
-    current = await _recorded_version(conn)
-    if current >= SCHEMA_VERSION:
-        return current
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        if await _recorded_version(conn) < SCHEMA_VERSION:
-            await conn.execute(schema_sql())
-        return await _recorded_version(conn)
+    """Apply schema.sql under an advisory lock unless this exact text was applied before; returns the
+    recorded version. Re-running the DDL on a current database is not harmless: its CREATE INDEX
+    takes a SHARE lock on every table, which blocks (and can deadlock with) the processes already
+    serving when another one starts."""
+    text = schema_sql()
+    checksum = hashlib.sha256(text.encode()).hexdigest()
+    if not await _applied(conn, checksum):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if not await _applied(conn, checksum):
+                await conn.execute(text)
+                await conn.execute("INSERT INTO schema_applied (checksum) VALUES ($1)", checksum)
+    return int(await conn.fetchval("SELECT max(version) FROM schema_version"))
 
 
 # What a lost or restarting server looks like from asyncpg. InternalClientError is not a

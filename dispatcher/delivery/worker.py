@@ -47,6 +47,8 @@ class Job:
     batched: bool
     secrets_version: int
     rows: list[asyncpg.Record]
+    claimed_at: float  # monotonic
+    recorded: bool = False  # its outcome is buffered for the flusher: never record it twice
 
 
 @dataclass(slots=True)
@@ -98,7 +100,7 @@ class DeliveryWorker:
         self._held = 0  # jobs in flight or waiting
         self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
         self._outcomes: list[Outcome] = []
-        self._handback: list[int] = []  # deliveries this worker could not send: due again at once
+        self._handback: list[int] = []  # deliveries this worker did not send: due again shortly
         self._flush_now = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -187,10 +189,11 @@ class DeliveryWorker:
 
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings
-        saturated = [cb for cb in self._running if self._held_by(cb) >= self._share]
+        held = list(self._running)
         return await self.db.pool.fetch(
-            SQL["claim"], self.id, saturated, self._share, s.claim_batch, s.lease_seconds, s.batch_linger
-        )
+            SQL["claim"], self.id, held, [self._held_by(cb) for cb in held], self._share, s.claim_batch,
+            s.lease_seconds, s.batch_linger,
+        )  # fmt: skip
 
     def _group(self, rows: list[asyncpg.Record]) -> list[Job]:
         by_callback: dict[int, list[asyncpg.Record]] = defaultdict(list)
@@ -202,7 +205,8 @@ class DeliveryWorker:
             for i in range(0, len(items), size):
                 chunk = items[i : i + size]
                 first = chunk[0]
-                jobs.append(Job(cb, first["account_id"], first["url"], size > 1, first["secrets_version"], chunk))
+                jobs.append(Job(cb, first["account_id"], first["url"], size > 1, first["secrets_version"], chunk,
+                                time.monotonic()))  # fmt: skip
         return jobs
 
     def _take(self, job: Job) -> None:
@@ -218,6 +222,27 @@ class DeliveryWorker:
         self._tasks[task] = job
         task.add_done_callback(lambda t: self._done(t, job))
 
+    def _start_next(self, cb: int) -> None:
+        """Start the callback's next waiting job whose lease still covers a whole request."""
+        waiting = self._waiting.get(cb)
+        latest = self.settings.lease_seconds - self.settings.webhook_timeout - 5
+        while waiting and not self._stopping:
+            job = waiting.popleft()
+            if time.monotonic() - job.claimed_at < latest:
+                self._start(job)
+                break
+            self._held -= 1  # held too long: another worker may get it when the lease ends, so not us
+            self._hand_back(job)
+        if not waiting:
+            self._waiting.pop(cb, None)
+
+    def _return_waiting(self, cb: int) -> None:
+        """The callback just failed a request: what waits behind it goes back to the queue instead of
+        following up (the flush applies pauses, probing, and disabling)."""
+        for job in self._waiting.pop(cb, ()):
+            self._held -= 1
+            self._hand_back(job)
+
     def _hand_back(self, job: Job) -> None:
         self._handback.extend(r["id"] for r in job.rows)
         self._flush_now.set()
@@ -225,16 +250,13 @@ class DeliveryWorker:
     def _done(self, task: asyncio.Task[None], job: Job) -> None:
         cb = job.callback_id
         if not task.cancelled() and task.exception() is not None:
-            log.error("delivery failed unexpectedly; handing it back", callback_id=cb, error=repr(task.exception()))
-            self._hand_back(job)
+            log.error("delivery task failed", callback_id=cb, recorded=job.recorded, error=repr(task.exception()))
+            if not job.recorded:  # a failed attempt, so the retry schedule (not a tight loop) applies
+                self._outcome(job, outbound.Response(time.time(), 0.0, error_kind="internal_error"))
         self._tasks.pop(task, None)
         self._held -= 1
         self._running[cb] -= 1
-        waiting = self._waiting.get(cb)
-        if waiting and not self._stopping:
-            self._start(waiting.popleft())
-        if not waiting:
-            self._waiting.pop(cb, None)
+        self._start_next(cb)
         if not self._running[cb]:
             del self._running[cb]
         # Refill while the callback still has a full round queued, so its requests never wait on a claim.
@@ -262,6 +284,9 @@ class DeliveryWorker:
         msg_id, body = request_body(job)
         headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
         response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
+        self._outcome(job, response)  # first: whatever happens next, the attempt is on record
+        if not response.ok:
+            self._return_waiting(job.callback_id)
         log.info(
             "webhook",
             callback_id=ids.encode("cb", job.callback_id),
@@ -274,6 +299,9 @@ class DeliveryWorker:
         )
         if self.metrics is not None:
             self.metrics.observe_attempt(response, len(job.rows))
+
+    def _outcome(self, job: Job, response: outbound.Response) -> None:
+        job.recorded = True
         self._outcomes.append(Outcome(job, response))
         if len(self._outcomes) >= 500:
             self._flush_now.set()

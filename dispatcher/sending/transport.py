@@ -320,18 +320,21 @@ class MaildirTransport:
     async def _write_queued(self) -> None:
         while self._queue:
             group, self._queue = self._queue, []
-            failure: Exception | None = None
             try:
                 await asyncio.to_thread(self._write, [(name, data) for name, data, _ in group])
             except Exception as exc:
-                failure = exc
-            for _, _, written in group:
-                if written.done():  # its sender was cancelled
-                    continue
-                if failure is None:
-                    written.set_result(None)
-                else:
-                    written.set_exception(failure)
+                for _, _, written in group:  # each sender gets its own error (a shared one grows tracebacks)
+                    if not written.done():
+                        written.set_exception(OSError(getattr(exc, "errno", None), f"maildir write failed: {exc}"))
+            except BaseException:  # cancelled: nobody may wait forever
+                for _, _, written in group + self._queue:
+                    written.cancel()
+                self._queue = []
+                raise
+            else:
+                for _, _, written in group:
+                    if not written.done():  # its sender was cancelled
+                        written.set_result(None)
 
     def _write(self, files: list[tuple[str, bytes]]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

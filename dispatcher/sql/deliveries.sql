@@ -1,17 +1,24 @@
 -- name: claim
 -- Claim due deliveries under a lease, per claimable callback (so a huge backlog behind a disabled
--- or paused callback costs nothing). A failing callback gets one probe at a time; a batching callback
--- waits until it has a full batch or its oldest row has lingered long enough.
--- $1 worker id, $2 saturated callbacks to skip, $3 batches per callback, $4 row limit,
--- $5 lease seconds, $6 linger seconds.
-WITH ready AS (
-    SELECT c.id, c.status, c.max_batch_size
-    FROM callbacks c
-    WHERE c.status IN ('active', 'failing') AND c.paused_until <= now() AND c.id <> ALL($2::bigint[])
+-- or paused callback costs nothing). Each callback gets what fits in this worker's share for it;
+-- a failing callback gets one probe at a time; a batching callback waits until it has a full batch
+-- or its oldest row has lingered long enough.
+-- $1 worker id, $2/$3 callbacks this worker holds jobs for and how many, $4 jobs per callback
+-- (the share), $5 row limit, $6 lease seconds, $7 linger seconds.
+WITH held AS (
+    SELECT * FROM unnest($2::bigint[], $3::int[]) AS h(callback_id, jobs)
+),
+ready AS (
+    SELECT c.id,
+           CASE WHEN c.status = 'failing' THEN 1 - coalesce(h.jobs, 0)
+                ELSE ($4 - coalesce(h.jobs, 0)) * c.max_batch_size END AS room
+    FROM callbacks c LEFT JOIN held h ON h.callback_id = c.id
+    WHERE c.status IN ('active', 'failing') AND c.paused_until <= now()
+      AND coalesce(h.jobs, 0) < CASE WHEN c.status = 'failing' THEN 1 ELSE $4 END
       AND (c.max_batch_size = 1 OR c.status = 'failing'
            OR EXISTS (SELECT 1 FROM deliveries o
                       WHERE o.callback_id = c.id AND o.status = 'pending'
-                        AND o.next_attempt_at <= now() - make_interval(secs => $6))
+                        AND o.next_attempt_at <= now() - make_interval(secs => $7))
            OR (SELECT count(*) FROM (SELECT 1 FROM deliveries f
                                      WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
                                      LIMIT c.max_batch_size) full_batch) >= c.max_batch_size)
@@ -23,26 +30,30 @@ picked AS (
         SELECT d.id FROM deliveries d
         WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at, d.id
-        LIMIT CASE WHEN c.status = 'failing' THEN 1 ELSE c.max_batch_size * $3 END
+        LIMIT c.room
         FOR UPDATE OF d SKIP LOCKED
     ) d
-    LIMIT $4
+    LIMIT $5
 )
 UPDATE deliveries d
-SET next_attempt_at = now() + make_interval(secs => $5), lease_owner = $1
-FROM picked, events e, callbacks c
+SET next_attempt_at = now() + make_interval(secs => $6), lease_owner = $1
+FROM picked, events e, callbacks c,
+     -- Timestamps as Python's isoformat() writes them everywhere else in the API.
+     LATERAL (SELECT to_char(e.occurred_at AT TIME ZONE 'UTC',
+                             CASE WHEN extract(microseconds FROM e.occurred_at)::bigint % 1000000 = 0
+                                  THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'
+                                  ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END) AS occurred) ts
 WHERE d.id = picked.id AND e.id = d.event_id AND c.id = d.callback_id
 RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
           c.url, c.max_batch_size, c.secrets_version, e.id AS event_id, e.occurred_at,
           -- The webhook payload, built here so the worker only joins strings, and numbers in `data`
-          -- reach receivers exactly as stored. Pools run with timezone UTC: timestamps read
-          -- "2026-11-24T06:19:02.274893+00:00".
+          -- reach receivers exactly as stored.
           jsonb_build_object(
               'type', e.type,
-              'timestamp', e.occurred_at,
+              'timestamp', ts.occurred,
               'data', e.data || jsonb_build_object(
                   'eventId', 'evt_' || e.id, 'messageKey', e.message_key, 'definitionKey', e.definition_key,
-                  'recipient', e.recipient, 'occurredAt', e.occurred_at)
+                  'recipient', e.recipient, 'occurredAt', ts.occurred)
           )::text AS payload
 
 -- name: complete

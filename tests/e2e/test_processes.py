@@ -196,3 +196,42 @@ async def test_a_serve_process_that_dies_stops_the_others_and_the_parent_exits_1
     assert service.stop() == 1
     assert "a serve process exited" in service.output()
     assert not children[1].is_running() or children[1].status() == psutil.STATUS_ZOMBIE
+
+
+async def test_serve_processes_stop_by_themselves_when_their_parent_is_killed(tmp_path: Path, database_url: str):
+    env = service_env(tmp_path, database_url)
+    service = await Service(env, tmp_path / "serve.log", "--processes", "2").ready()
+    children = _children(service)
+    service.stop(signal.SIGKILL)  # nothing is left to pass a SIGTERM on
+
+    def gone(p: psutil.Process) -> bool:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+    await wait_until(lambda: _all_true(gone(c) for c in children), timeout=30)
+
+
+async def _all_true(values) -> bool:
+    return all(values)
+
+
+async def test_a_second_sigterm_does_not_cut_a_serve_process_drain_short(tmp_path: Path, database_url: str, database):
+    """systemd signals every process of a unit: the children get SIGTERM from it and from the parent."""
+    slow = await Receiver(mode="slow", slow_seconds=30).start()
+    try:
+        env = service_env(tmp_path, database_url, shutdown_grace=1, lease_seconds=300, poll_interval=0.2)
+        cli(env, "accounts", "create", "default")
+        key = cli(env, "keys", "create", "--account", "default").stdout.strip()
+        service = await Service(env, tmp_path / "serve.log", "--processes", "2").ready()
+        client = Client(service.url, key)
+        await register(client, slow)
+        batch = [{"type": "sent", "messageKey": f"k{i}"} for i in range(5)]
+        assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
+        await slow.wait_for(5)  # in flight, each would take 30 s
+        for child in _children(service):
+            child.send_signal(signal.SIGTERM)
+        assert service.stop(signal.SIGTERM) == 0
+        rows = await database.pool.fetch("SELECT status, lease_owner, next_attempt_at <= now() AS due FROM deliveries")
+        assert len(rows) == 5
+        assert all(r["status"] == "pending" and r["lease_owner"] is None and r["due"] for r in rows)
+    finally:
+        await slow.stop()

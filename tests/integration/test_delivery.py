@@ -159,6 +159,23 @@ async def test_event_reaches_the_subscribed_callback_signed_per_standard_webhook
     assert abs(int(req.headers["webhook-timestamp"]) - time.time()) < 60
 
 
+@pytest.mark.parametrize(
+    "occurred",
+    ["2026-01-02T03:04:05.120000+00:00", "2026-01-02T03:04:05+00:00", "2026-01-02T04:04:05.000001+01:00"],
+)
+async def test_webhook_timestamps_are_written_exactly_as_the_history_api_writes_them(
+    api: Api, receiver: Receiver, occurred: str
+):
+    await setup_callback(api, receiver)
+    await post_event(api, "stamped", occurredAt=occurred, data={"amount": 12.5, "n": None})
+    [req] = await receiver.wait_for(1)
+    _, history = await api.get("/v1/messages/stamped")
+    [recorded] = history["events"]
+    assert req.json["timestamp"] == req.json["data"]["occurredAt"] == recorded["occurredAt"]
+    assert req.json["data"]["amount"] == 12.5
+    assert req.json["data"]["n"] is None
+
+
 async def test_typed_event_data_is_in_the_payload(api: Api, receiver: Receiver):
     _, secret = await setup_callback(api, receiver)
     await post_event(api, "m", "bounced", data={"bounceType": "hard", "smtpCode": 550, "reason": "unknown user"})
@@ -458,23 +475,24 @@ async def test_callback_and_subscription_crud(api: Api, receiver: Receiver):
     assert (await api.get(f"/v1/callbacks/{callback_id}"))[0] == 404
 
 
-async def test_a_delivery_the_worker_cannot_sign_is_handed_back_not_stranded_on_its_lease(
-    api: Api, receiver: Receiver, database
+async def test_a_delivery_the_worker_cannot_sign_is_a_failed_attempt_not_stranded_on_its_lease(
+    receiver: Receiver, database, settings, aiohttp_client
 ):
-    """Were the task to fail silently, the delivery would wait out its whole lease (minutes)."""
+    """Were the task to fail silently, the delivery would wait out its whole lease (minutes); handed
+    back without an attempt, it would loop. It is recorded as a failed attempt and retried."""
+    patient = settings.model_copy(update={"retry_schedule": [1.0, 60.0]})
+    client = await aiohttp_client(create_app(patient, database=database))
+    api = Api(client, await make_key(database, "acme"))
     await setup_callback(api, receiver)
     saved = await database.pool.fetch("SELECT id, secret_enc FROM callback_secrets")
     await database.pool.execute("UPDATE callback_secrets SET secret_enc = 'not a fernet token'")
     await post_event(api, "unsignable")
 
-    async def handed_back() -> bool:
-        return await database.pool.fetchval(
-            "SELECT lease_owner IS NULL AND next_attempt_at > created_at + interval '1 second' AND attempts = 0 "
-            "FROM deliveries"
-        )
+    async def failed_attempt() -> bool:
+        return bool(await database.pool.fetchval("SELECT count(*) FROM attempts WHERE error_kind = 'internal_error'"))
 
-    await wait_until(handed_back, timeout=15)
+    await wait_until(failed_attempt, timeout=15)
     for row in saved:
         await database.pool.execute("UPDATE callback_secrets SET secret_enc = $2 WHERE id = $1", *row)
-    [event] = await receiver.wait_for(1, timeout=15)
+    [event] = await receiver.wait_for(1, timeout=15)  # the next retry goes out
     assert event.json["data"]["messageKey"] == "unsignable"

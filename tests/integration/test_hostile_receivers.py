@@ -320,3 +320,44 @@ async def test_in_flight_requests_per_callback_never_exceed_callback_concurrency
     await wait_until(every_event_tried, timeout=60)
     assert silent.max_in_flight <= concurrency
     assert silent.max_in_flight == concurrency  # the limit was reached, so the bound above means something
+
+
+async def test_a_worker_holds_no_more_of_a_slow_callback_than_its_share(database, settings, aiohttp_client):
+    """The share is 4 rounds of callback_concurrency; refills top it up, they do not add a full share."""
+    concurrency = 2
+    slow = await Receiver(mode="ok").start()
+    try:
+        api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=concurrency)
+        await subscribe(api, slow, "slow")
+        slow.mode, slow.slow_seconds = "slow", 0.3
+        await post_events(api, 60)
+        most = 0
+        for _ in range(40):
+            held = await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")
+            most = max(most, held)
+            await asyncio.sleep(0.05)
+        assert most == 4 * concurrency
+    finally:
+        await slow.stop()
+
+
+async def test_a_failed_request_sends_back_what_waits_behind_it_instead_of_following_up(
+    database, settings, aiohttp_client
+):
+    failing = await Receiver(mode="ok").start()
+    try:
+        api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=1)
+        await subscribe(api, failing, "failing")
+        failing.mode = "fail"
+        await post_events(api, 4)  # one in flight, three waiting behind it
+
+        async def handed_back() -> bool:
+            return await database.pool.fetchval(
+                "SELECT count(*) FROM deliveries WHERE attempts = 0 AND lease_owner IS NULL "
+                "AND next_attempt_at > created_at + interval '1 second'"
+            ) == 3  # fmt: skip
+
+        await wait_until(handed_back, timeout=15)
+        assert len({e.json["data"]["messageKey"] for e in failing.events}) == 1  # only the first was sent
+    finally:
+        await failing.stop()
