@@ -237,8 +237,9 @@ class DeliveryWorker:
             self._waiting.pop(cb, None)
 
     def _return_waiting(self, cb: int) -> None:
-        """The callback just failed a request: what waits behind it goes back to the queue instead of
-        following up (the flush applies pauses, probing, and disabling)."""
+        """The receiver asked to stop (410) or to wait (Retry-After): what waits behind the request goes
+        back to the queue instead of following up, and the flush disables or pauses the callback. An
+        ordinary failure does not: each delivery keeps its own retry schedule."""
         for job in self._waiting.pop(cb, ()):
             self._held -= 1
             self._hand_back(job)
@@ -259,8 +260,9 @@ class DeliveryWorker:
         self._start_next(cb)
         if not self._running[cb]:
             del self._running[cb]
-        # Refill while the callback still has a full round queued, so its requests never wait on a claim.
-        if self._held_by(cb) == self._share // 2 or self._free() == 1:
+        # Refill once half its share or less is left (not "exactly half": a claim may land below that),
+        # so the callback's requests never wait on a claim.
+        if self._held_by(cb) <= self._share // 2 or self._free() == 1:
             self._wake.set()
 
     # --- one request -------------------------------------------------------------------------
@@ -285,8 +287,8 @@ class DeliveryWorker:
         headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
         response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
         self._outcome(job, response)  # first: whatever happens next, the attempt is on record
-        if not response.ok:
-            self._return_waiting(job.callback_id)
+        if response.status == 410 or response.retry_after is not None:
+            self._return_waiting(job.callback_id)  # the receiver said stop, or not now
         log.info(
             "webhook",
             callback_id=ids.encode("cb", job.callback_id),

@@ -341,14 +341,12 @@ async def test_a_worker_holds_no_more_of_a_slow_callback_than_its_share(database
         await slow.stop()
 
 
-async def test_a_failed_request_sends_back_what_waits_behind_it_instead_of_following_up(
-    database, settings, aiohttp_client
-):
+async def test_a_410_sends_back_what_waits_behind_it_instead_of_following_up(database, settings, aiohttp_client):
     failing = await Receiver(mode="ok").start()
     try:
         api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=1)
         await subscribe(api, failing, "failing")
-        failing.mode = "fail"
+        failing.mode = "gone"
         await post_events(api, 4)  # one in flight, three waiting behind it
 
         async def handed_back() -> bool:
