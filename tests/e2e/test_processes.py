@@ -131,21 +131,31 @@ async def test_sigterm_hands_back_in_flight_deliveries_instead_of_waiting_out_th
     """Stop claiming, give in-flight requests the grace period, then release the rest at once."""
     slow = await Receiver(mode="slow", slow_seconds=30).start()
     try:
-        env = service_env(tmp_path, database_url, shutdown_grace=1, lease_seconds=300, poll_interval=0.2)
-        cli(env, "accounts", "create", "default")
-        key = cli(env, "keys", "create", "--account", "default").stdout.strip()
-        service = await Service(env, tmp_path / "serve.log").ready()
-        client = Client(service.url, key)
-        await register(client, slow)
-        batch = [{"type": "sent", "messageKey": f"k{i}"} for i in range(5)]
-        assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
-        await slow.wait_for(5)  # all five requests are in flight, each would take 30 s
+        service = await _five_in_flight(tmp_path, database_url, slow)
         assert service.stop(signal.SIGTERM) == 0  # the pytest timeout bounds how long this may take
-        rows = await database.pool.fetch("SELECT status, lease_owner, next_attempt_at <= now() AS due FROM deliveries")
-        assert len(rows) == 5
-        assert all(r["status"] == "pending" and r["lease_owner"] is None and r["due"] for r in rows)
+        await _assert_all_handed_back(database, 5)
     finally:
         await slow.stop()
+
+
+async def _five_in_flight(tmp_path: Path, database_url: str, slow: Receiver, *serve_args: str) -> Service:
+    """A service (short grace, long lease) with five deliveries in flight to `slow`."""
+    env = service_env(tmp_path, database_url, shutdown_grace=1, lease_seconds=300, poll_interval=0.2)
+    cli(env, "accounts", "create", "default")
+    key = cli(env, "keys", "create", "--account", "default").stdout.strip()
+    service = await Service(env, tmp_path / "serve.log", *serve_args).ready()
+    client = Client(service.url, key)
+    await register(client, slow)
+    batch = [{"type": "sent", "messageKey": f"k{i}"} for i in range(5)]
+    assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
+    await slow.wait_for(5)  # all five requests are in flight, each would take 30 s
+    return service
+
+
+async def _assert_all_handed_back(database, n: int) -> None:
+    rows = await database.pool.fetch("SELECT status, lease_owner, next_attempt_at <= now() AS due FROM deliveries")
+    assert len(rows) == n
+    assert all(r["status"] == "pending" and r["lease_owner"] is None and r["due"] for r in rows)
 
 
 def _children(service: Service) -> list[psutil.Process]:
@@ -218,20 +228,10 @@ async def test_a_second_sigterm_does_not_cut_a_serve_process_drain_short(tmp_pat
     """systemd signals every process of a unit: the children get SIGTERM from it and from the parent."""
     slow = await Receiver(mode="slow", slow_seconds=30).start()
     try:
-        env = service_env(tmp_path, database_url, shutdown_grace=1, lease_seconds=300, poll_interval=0.2)
-        cli(env, "accounts", "create", "default")
-        key = cli(env, "keys", "create", "--account", "default").stdout.strip()
-        service = await Service(env, tmp_path / "serve.log", "--processes", "2").ready()
-        client = Client(service.url, key)
-        await register(client, slow)
-        batch = [{"type": "sent", "messageKey": f"k{i}"} for i in range(5)]
-        assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
-        await slow.wait_for(5)  # in flight, each would take 30 s
+        service = await _five_in_flight(tmp_path, database_url, slow, "--processes", "2")
         for child in _children(service):
             child.send_signal(signal.SIGTERM)
         assert service.stop(signal.SIGTERM) == 0
-        rows = await database.pool.fetch("SELECT status, lease_owner, next_attempt_at <= now() AS due FROM deliveries")
-        assert len(rows) == 5
-        assert all(r["status"] == "pending" and r["lease_owner"] is None and r["due"] for r in rows)
+        await _assert_all_handed_back(database, 5)
     finally:
         await slow.stop()
