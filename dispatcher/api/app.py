@@ -110,6 +110,7 @@ async def _lifecycle(
             task.cancel()
         await asyncio.gather(*verifications, return_exceptions=True)
         await app[OUTBOUND].close()
+        await asyncio.sleep(0)  # let the closed connections' transports finish closing on this loop
         if KEY_CACHE in app:
             await app[KEY_CACHE].stop()
         if owned:

@@ -145,6 +145,7 @@ class DeliveryWorker:
             if self._listener is not None and not self._listener.is_closed():
                 self._listener.terminate()
             await self.session.close()
+            await asyncio.sleep(0)  # let the closed connections' transports finish closing on this loop
 
     # --- the loop ----------------------------------------------------------------------------
 
