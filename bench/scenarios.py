@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, workload
+from bench import baselines, cpu, workload
 from bench.receiver import Receiver
 from bench.report import Result, percentile
 from bench.service import Api, Postgres, Service
@@ -33,13 +33,22 @@ class Env:
     service: Service
     receiver: Receiver
     api: Api
+    cpu: str = ""  # CPU seconds per process group in the last measured phase
 
     def measured(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.profile("service")
 
     @contextlib.asynccontextmanager
     async def profile(self, label: str) -> AsyncIterator[None]:
-        """With --profile DIR: py-spy records the service process during the measured phase."""
+        """The measured phase: prints where the CPU went; with --profile DIR, py-spy records the service."""
+        with cpu.split(self.service.pid, self.receiver.pid) as used:
+            async with self._py_spy(label):
+                yield
+        self.cpu = used.summary()
+        print(f"bench: cpu during {label}: {self.cpu}", file=sys.stderr)
+
+    @contextlib.asynccontextmanager
+    async def _py_spy(self, label: str) -> AsyncIterator[None]:
         if not self.args.profile:
             yield
             return
