@@ -23,11 +23,11 @@ ready AS (
                                      WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
                                      LIMIT c.max_batch_size) full_batch) >= c.max_batch_size)
 ),
-picked AS (
-    SELECT d.id
+picked AS (  -- by ctid: the rows are locked by this statement, so the update finds them directly
+    SELECT d.ctid
     FROM ready c
     CROSS JOIN LATERAL (
-        SELECT d.id FROM deliveries d
+        SELECT d.ctid FROM deliveries d
         WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at, d.id
         LIMIT c.room
@@ -43,7 +43,7 @@ FROM picked, events e, callbacks c,
                              CASE WHEN extract(microseconds FROM e.occurred_at)::bigint % 1000000 = 0
                                   THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'
                                   ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END) AS occurred) ts
-WHERE d.id = picked.id AND e.id = d.event_id AND c.id = d.callback_id
+WHERE d.ctid = picked.ctid AND e.id = d.event_id AND c.id = d.callback_id
 RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
           c.url, c.max_batch_size, c.secrets_version, e.id AS event_id, e.occurred_at,
           -- The webhook payload, built here so the worker only joins strings, and numbers in `data`

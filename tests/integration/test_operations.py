@@ -97,10 +97,17 @@ async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
             assert await db.migrate(conn) == db.SCHEMA_VERSION
             assert await db.migrate(conn) == db.SCHEMA_VERSION  # again: nothing to do
             assert await conn.fetchval("SELECT to_regclass('deliveries')") is not None
-            # A database set up by an earlier schema.sql (same version number) gets what is new.
-            await conn.execute("DROP INDEX deliveries_created; DELETE FROM schema_applied")
+            # A database set up by an earlier schema.sql (same version number) gets what is new, and
+            # loses the indexes this one replaced.
+            await conn.execute(
+                "DROP INDEX deliveries_claim; DELETE FROM schema_applied;"
+                " CREATE INDEX deliveries_due ON deliveries (callback_id, next_attempt_at) WHERE status = 'pending';"
+                " CREATE INDEX deliveries_created ON deliveries (created_at)"
+            )
             assert await db.migrate(conn) == db.SCHEMA_VERSION
-            assert await conn.fetchval("SELECT to_regclass('deliveries_created')") is not None
+            assert await conn.fetchval("SELECT to_regclass('deliveries_claim')") is not None
+            assert await conn.fetchval("SELECT to_regclass('deliveries_due')") is None
+            assert await conn.fetchval("SELECT to_regclass('deliveries_created')") is None
         finally:
             await conn.close()
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
@@ -111,3 +118,35 @@ async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
 def db_url(server_url: str, name: str) -> str:
     parts = urllib.parse.urlsplit(server_url)
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sorting_it(database):
+    """A claim costs what it takes, not what is queued: with 20,000 due deliveries for one callback the
+    plan reads them in claim order from the index and stops at the limit."""
+    from dispatcher.delivery.worker import SQL
+
+    async with database.pool.acquire() as conn:
+        account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('backlog') RETURNING id")
+        cb = await conn.fetchval(
+            "INSERT INTO callbacks (account_id, name, url, status) VALUES ($1, 'cb', 'http://x/', 'active') RETURNING id",
+            account,
+        )
+        await conn.execute(
+            "INSERT INTO events (account_id, type, message_key, occurred_at)"
+            " SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, 20000) g",
+            account,
+        )
+        await conn.execute(
+            "INSERT INTO deliveries (account_id, event_id, callback_id, next_attempt_at)"
+            " SELECT account_id, id, $1, now() - interval '1 hour' FROM events",
+            cb,
+        )
+        await conn.execute("ANALYZE deliveries")
+        [plan] = await conn.fetchval("EXPLAIN (FORMAT JSON) " + SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2)
+
+    def nodes(node: dict) -> list[dict]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    plan_nodes = nodes(plan["Plan"])
+    assert not [n for n in plan_nodes if n["Node Type"] in ("Sort", "Incremental Sort")], plan
+    assert any(n.get("Index Name") == "deliveries_claim" for n in plan_nodes), plan
