@@ -1,7 +1,7 @@
 """The webhook worker: claim due deliveries (lease, commit), POST them, record outcomes in batches.
 
-loop: claim → one job per request (a single event, or a batch for batching callbacks), started at
-      once while its callback has a free slot, else queued behind it
+loop: claim → one job per request (a single event, or a batch for batching callbacks), queued behind
+      its callback; callbacks with a free slot take turns at the worker's free request slots
       → wait for a NOTIFY, a freed slot, the poll interval, or stop — whichever comes first.
 task: sign → POST (no transaction open) → hand the outcome to the completion buffer.
 flush: one transaction for many outcomes: deliveries, attempt log, callback health.
@@ -90,13 +90,20 @@ class DeliveryWorker:
         # Jobs held per callback: four rounds of its concurrency. The loop claims more when half are
         # left, so the next rounds are already queued locally while a claim is on its way.
         self._share = 4 * settings.callback_concurrency
+        # Jobs held in all: twice the requests in flight. Claims top up while a quarter of that is
+        # free, so requests keep going while a claim is on its way, whatever the number of callbacks.
+        self._limit = 2 * settings.worker_concurrency
+        self._topup = self._limit // 4
         self._wake = asyncio.Event()
         self._stopping = False
         self._closed = False
         self._notified = False
         self._tasks: dict[asyncio.Task[None], Job] = {}  # requests in flight
-        self._waiting: defaultdict[int, deque[Job]] = defaultdict(deque)  # per callback, beyond its slots
+        self._waiting: defaultdict[int, deque[Job]] = defaultdict(deque)  # claimed, not started, per callback
         self._running: defaultdict[int, int] = defaultdict(int)  # requests in flight per callback
+        # Callbacks with a job waiting and a free slot of their own, in turn for the next free request
+        # slot (an ordered set), so the worker never starts more than it can have in flight.
+        self._ready: dict[int, None] = {}
         self._held = 0  # jobs in flight or waiting
         self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
         self._outcomes: list[Outcome] = []
@@ -124,6 +131,7 @@ class DeliveryWorker:
             await self._loop_task
         held = [r["id"] for queue in self._waiting.values() for job in queue for r in job.rows]
         self._waiting.clear()
+        self._ready.clear()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.settings.shutdown_grace)
         unfinished = [t for t in self._tasks if not t.done()]
@@ -163,7 +171,7 @@ class DeliveryWorker:
         while not self._stopping:
             try:
                 await self._listen()
-                claimed = await self._claim() if self._free() > 0 else []
+                claimed = await self._claim() if self._room() >= self._topup else []
                 failures = 0
             except Exception as exc:  # the loop must outlive any failure; the database may be restarting
                 failures += 1
@@ -174,7 +182,8 @@ class DeliveryWorker:
                 continue
             for job in self._group(claimed):
                 self._take(job)
-            if len(claimed) < self.settings.claim_batch or self._free() <= 0:
+            self._dispatch()
+            if len(claimed) < self.settings.claim_batch or self._room() < self._topup:
                 await self._sleep(self.settings.batch_linger if self._notified else self.settings.poll_interval)
 
     async def _sleep(self, timeout: float) -> None:
@@ -182,18 +191,18 @@ class DeliveryWorker:
         await wait_event(self._wake, timeout)
         self._wake.clear()
 
-    def _free(self) -> int:
-        return self.settings.worker_concurrency - self._held
+    def _room(self) -> int:
+        return self._limit - self._held
 
     def _held_by(self, callback_id: int) -> int:
         return self._running.get(callback_id, 0) + len(self._waiting.get(callback_id, ()))
 
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings
-        held = list(self._running)
+        held = list(self._running.keys() | self._waiting.keys())
         return await self.db.pool.fetch(
             SQL["claim"], self.id, held, [self._held_by(cb) for cb in held], self._share, s.claim_batch,
-            s.lease_seconds, s.batch_linger,
+            s.lease_seconds, s.batch_linger, self._room(),
         )  # fmt: skip
 
     def _group(self, rows: list[asyncpg.Record]) -> list[Job]:
@@ -212,10 +221,31 @@ class DeliveryWorker:
 
     def _take(self, job: Job) -> None:
         self._held += 1
-        if self._running[job.callback_id] < self.settings.callback_concurrency:
-            self._start(job)
-        else:
-            self._waiting[job.callback_id].append(job)
+        self._waiting[job.callback_id].append(job)
+        self._mark_ready(job.callback_id)
+
+    def _mark_ready(self, cb: int) -> None:
+        if self._waiting.get(cb) and self._running.get(cb, 0) < self.settings.callback_concurrency:
+            self._ready[cb] = None  # joins the end of the turn, or keeps its place
+
+    def _dispatch(self) -> None:
+        """Start waiting jobs while request slots are free, one per callback in turn, each only if its
+        lease still covers a whole request (or, with a lease shorter than that, half of it is left)."""
+        lease = self.settings.lease_seconds
+        latest = max(lease - self.settings.webhook_timeout - 5, lease / 2)
+        while self._ready and len(self._tasks) < self.settings.worker_concurrency and not self._stopping:
+            cb = next(iter(self._ready))
+            del self._ready[cb]
+            waiting = self._waiting[cb]
+            job = waiting.popleft()
+            if not waiting:
+                del self._waiting[cb]
+            if time.monotonic() - job.claimed_at < latest:
+                self._start(job)
+            else:
+                self._held -= 1  # held too long: another worker may get it when the lease ends, so not us
+                self._hand_back(job)
+            self._mark_ready(cb)
 
     def _start(self, job: Job) -> None:
         self._running[job.callback_id] += 1
@@ -223,24 +253,11 @@ class DeliveryWorker:
         self._tasks[task] = job
         task.add_done_callback(lambda t: self._done(t, job))
 
-    def _start_next(self, cb: int) -> None:
-        """Start the callback's next waiting job whose lease still covers a whole request."""
-        waiting = self._waiting.get(cb)
-        latest = self.settings.lease_seconds - self.settings.webhook_timeout - 5
-        while waiting and not self._stopping:
-            job = waiting.popleft()
-            if time.monotonic() - job.claimed_at < latest:
-                self._start(job)
-                break
-            self._held -= 1  # held too long: another worker may get it when the lease ends, so not us
-            self._hand_back(job)
-        if not waiting:
-            self._waiting.pop(cb, None)
-
     def _return_waiting(self, cb: int) -> None:
         """The receiver asked to stop (410) or to wait (Retry-After): what waits behind the request goes
         back to the queue instead of following up, and the flush disables or pauses the callback. An
         ordinary failure does not: each delivery keeps its own retry schedule."""
+        self._ready.pop(cb, None)
         for job in self._waiting.pop(cb, ()):
             self._held -= 1
             self._hand_back(job)
@@ -258,12 +275,13 @@ class DeliveryWorker:
         self._tasks.pop(task, None)
         self._held -= 1
         self._running[cb] -= 1
-        self._start_next(cb)
         if not self._running[cb]:
             del self._running[cb]
+        self._mark_ready(cb)
+        self._dispatch()
         # Refill once half its share or less is left (not "exactly half": a claim may land below that),
-        # so the callback's requests never wait on a claim.
-        if self._held_by(cb) <= self._share // 2 or self._free() == 1:
+        # or when the worker has room again, so requests never wait on a claim.
+        if self._held_by(cb) <= self._share // 2 or self._room() == self._topup:
             self._wake.set()
 
     # --- one request -------------------------------------------------------------------------

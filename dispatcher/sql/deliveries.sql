@@ -1,17 +1,16 @@
 -- name: claim
 -- Claim due deliveries under a lease, per claimable callback (so a huge backlog behind a disabled
--- or paused callback costs nothing). Each callback gets what fits in this worker's share for it;
--- a failing callback gets one probe at a time; a batching callback waits until it has a full batch
--- or its oldest row has lingered long enough.
+-- or paused callback costs nothing). A failing callback gets one probe at a time; the others what
+-- fits in this worker's share for each, and together no more than the worker has room for, split
+-- evenly (in random order) so busy callbacks cannot crowd out the rest. A batching callback waits
+-- until it has a full batch or its oldest row has lingered long enough.
 -- $1 worker id, $2/$3 callbacks this worker holds jobs for and how many, $4 jobs per callback
--- (the share), $5 row limit, $6 lease seconds, $7 linger seconds.
+-- (the share), $5 row limit, $6 lease seconds, $7 linger seconds, $8 jobs the worker has room for.
 WITH held AS (
     SELECT * FROM unnest($2::bigint[], $3::int[]) AS h(callback_id, jobs)
 ),
 ready AS (
-    SELECT c.id,
-           CASE WHEN c.status = 'failing' THEN 1 - coalesce(h.jobs, 0)
-                ELSE ($4 - coalesce(h.jobs, 0)) * c.max_batch_size END AS room
+    SELECT c.id, c.max_batch_size, c.status = 'failing' AS failing, coalesce(h.jobs, 0) AS jobs
     FROM callbacks c LEFT JOIN held h ON h.callback_id = c.id
     WHERE c.status IN ('active', 'failing') AND c.paused_until <= now()
       AND coalesce(h.jobs, 0) < CASE WHEN c.status = 'failing' THEN 1 ELSE $4 END
@@ -23,9 +22,15 @@ ready AS (
                                      WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
                                      LIMIT c.max_batch_size) full_batch) >= c.max_batch_size)
 ),
+rooms AS (  -- rows each callback may take
+    SELECT id, CASE WHEN failing THEN 1 - jobs
+                    ELSE least($4 - jobs, ceil($8::float8 / count(*) OVER ())::int) * max_batch_size END AS room
+    FROM ready
+    ORDER BY random()
+),
 picked AS (  -- by ctid: the rows are locked by this statement, so the update finds them directly
     SELECT d.ctid
-    FROM ready c
+    FROM rooms c
     CROSS JOIN LATERAL (
         SELECT d.ctid FROM deliveries d
         WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()

@@ -322,6 +322,30 @@ async def test_in_flight_requests_per_callback_never_exceed_callback_concurrency
     assert silent.max_in_flight == concurrency  # the limit was reached, so the bound above means something
 
 
+async def test_callbacks_take_turns_at_the_workers_request_slots(database, settings, aiohttp_client, hostile):
+    """The worker has no more requests in flight than worker_concurrency, and those go round the busy
+    callbacks in turn: one callback with a deep queue cannot take every slot."""
+    slots = 4
+    silent = [await hostile(HostileReceiver("silent")) for _ in range(3)]
+    api = await hostile_api(
+        database, settings, aiohttp_client, worker_concurrency=slots, callback_concurrency=slots, webhook_timeout=5.0
+    )
+    for i, server in enumerate(silent):
+        await subscribe(api, server, f"silent-{i}")
+    await post_events(api, 12)
+
+    async def slots_taken() -> bool:
+        return sum(s.in_flight for s in silent) == slots
+
+    await wait_until(slots_taken, timeout=10)
+    most = 0
+    for _ in range(20):
+        most = max(most, sum(s.in_flight for s in silent))
+        await asyncio.sleep(0.02)
+    assert most == slots
+    assert [s.in_flight >= 1 for s in silent] == [True, True, True]
+
+
 async def test_a_worker_holds_no_more_of_a_slow_callback_than_its_share(database, settings, aiohttp_client):
     """The share is 4 rounds of callback_concurrency; refills top it up, they do not add a full share."""
     concurrency = 2
