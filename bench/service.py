@@ -99,7 +99,6 @@ class Service:
             DISPATCHER_ALLOW_HTTP_CALLBACKS="true",
             DISPATCHER_ALLOWED_NETWORKS="127.0.0.0/8",
             DISPATCHER_RATE_LIMIT_PER_SECOND="0",
-            DISPATCHER_LOG_LEVEL="warning",
             DISPATCHER_PUBLIC_URL=self.url,
         )
         env.update(self.extra_env)

@@ -1,0 +1,69 @@
+"""The log line writer: JSON lines batched into few system calls, never split, never held back long."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from dispatcher.logs import LineWriter
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    yield r, w
+    os.close(r)
+    os.close(w)
+
+
+def read_all(fd: int) -> list[bytes]:
+    """Each os.read of a pipe returns what one or more writes put there; collect the writes' lines."""
+    try:
+        return os.read(fd, 1 << 20).splitlines()
+    except BlockingIOError:
+        return []
+
+
+async def test_info_lines_are_written_together_shortly_after(pipe):
+    r, w = pipe
+    writer = LineWriter(w)
+    writer.info(b'{"event":"one"}')
+    writer.info(b'{"event":"two"}')
+    assert read_all(r) == []  # held for a moment, to share one write
+    await asyncio.sleep(LineWriter.FLUSH_AFTER * 2)
+    assert read_all(r) == [b'{"event":"one"}', b'{"event":"two"}']
+
+
+async def test_a_warning_goes_out_at_once_after_the_lines_before_it(pipe):
+    r, w = pipe
+    writer = LineWriter(w)
+    writer.info(b'{"event":"first"}')
+    writer.warning(b'{"event":"trouble"}')
+    assert read_all(r) == [b'{"event":"first"}', b'{"event":"trouble"}']
+
+
+def test_without_an_event_loop_every_line_is_written_at_once(pipe):
+    r, w = pipe
+    writer = LineWriter(w)
+    writer.info(b'{"event":"cli"}')
+    assert read_all(r) == [b'{"event":"cli"}']
+
+
+async def test_each_write_holds_whole_lines_within_pipe_buf(pipe):
+    """Processes sharing stderr can only interleave whole writes; a write of at most PIPE_BUF bytes of
+    whole lines keeps every line intact."""
+    r, w = pipe
+    writes: list[bytes] = []
+    writer = LineWriter(w)
+    writer._write = writes.append  # type: ignore[method-assign,assignment]  # record the writes instead of making them
+    lines = [b'{"event":"%d","pad":"%s"}' % (i, b"x" * (i * 7 % 300)) for i in range(200)]
+    for line in lines:
+        writer.info(line)
+    writer.flush()
+    assert len(writes) > 1
+    assert all(len(chunk) <= LineWriter.PIPE_BUF and chunk.endswith(b"\n") for chunk in writes)
+    assert b"".join(writes).splitlines() == lines
