@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,6 +101,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_with_db(settings, command))
 
 
+def _tune_gc() -> None:
+    """The cyclic garbage collector ran ~300 times a second under load (CPython collects whenever
+    700 more container objects are alive than before), an eighth of the worker's time. Nearly all
+    of a request's objects are freed by reference counting; collect cycles every 10,000 instead,
+    and leave what was loaded at startup out of every collection."""
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 def serve(
     settings: Settings,
     *,
@@ -122,6 +132,7 @@ def serve(
     where: dict[str, Any] = {"host": settings.host, "port": settings.port}
     if listen_fd is not None:
         where = {"sock": supervisor.as_child(app, listen_fd)}
+    _tune_gc()
     web.run_app(
         app,
         loop=_event_loop(),
