@@ -36,7 +36,7 @@ picked AS (  -- by ctid: the rows are locked by this statement, so the update fi
         WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at, d.id
         LIMIT c.room
-        FOR UPDATE OF d SKIP LOCKED
+        FOR NO KEY UPDATE OF d SKIP LOCKED
     ) d
     LIMIT $5
 )
@@ -81,9 +81,10 @@ INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, 
 SELECT account_id, id, attempts, started_at, duration_ms, code, error_kind, excerpt FROM u
 
 -- name: lock_callbacks
--- Current health of the callbacks a flush touches.
+-- Current health of the callbacks a flush touches. NO KEY UPDATE: the deliveries being inserted for
+-- them hold KEY SHARE locks (foreign keys), which FOR UPDATE would wait for and block.
 SELECT id, account_id, name, url, status, consecutive_failures, failing_since, paused_until, disabled_reason
-FROM callbacks WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+FROM callbacks WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE
 
 -- name: set_health
 -- Store the health the policy decided.

@@ -93,7 +93,7 @@ UPDATE messages m SET next_attempt_at = now() + make_interval(secs => $3), lease
                       status = 'queued'
 FROM (SELECT id FROM messages
       WHERE status IN ('queued', 'scheduled') AND next_attempt_at <= now()
-      ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+      ORDER BY next_attempt_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) due
 WHERE m.id = due.id
 RETURNING m.*
 

@@ -151,3 +151,20 @@ async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sort
     sorted_keys = [key for n in plan_nodes for key in n.get("Sort Key", [])]  # random() shuffles callbacks
     assert not [key for key in sorted_keys if "next_attempt_at" in key], sorted_keys
     assert any(n.get("Index Name") == "deliveries_claim" for n in plan_nodes), plan
+
+
+async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbacks_health(
+    api: Api, database, receiver: Receiver
+):
+    """Deliveries reference their callback: a flush that locks the callback row to update its health
+    must not block (or be blocked by) the inserts of events being recorded for it."""
+    from dispatcher import ids
+    from dispatcher.delivery.worker import SQL
+
+    callback_id, _ = await setup_callback(api, receiver)
+    cb = ids.decode("cb", callback_id, "callback")
+    async with database.pool.acquire() as conn, conn.transaction():
+        await conn.fetch(SQL["lock_callbacks"], [cb])
+        status, body = await asyncio.wait_for(api.post("/v1/events", {"type": "sent", "messageKey": "m1"}), 5)
+        assert status == 201, body
+    assert await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE callback_id = $1", cb) == 1
