@@ -6,7 +6,10 @@
 -- until it has a full batch or its oldest row has lingered long enough.
 -- $1 worker id, $2/$3 callbacks this worker holds jobs for and how many, $4 jobs per callback
 -- (the share), $5 row limit, $6 lease seconds, $7 linger seconds, $8 jobs the worker has room for.
-WITH held AS (
+WITH nosync AS (  -- a claim lost in a crash only makes its rows due again: no need to wait for the WAL flush
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+held AS (
     SELECT * FROM unnest($2::bigint[], $3::int[]) AS h(callback_id, jobs)
 ),
 ready AS (
@@ -42,7 +45,7 @@ picked AS (  -- by ctid: the rows are locked by this statement, so the update fi
 )
 UPDATE deliveries d
 SET next_attempt_at = now() + make_interval(secs => $6), lease_owner = $1
-FROM picked, events e, callbacks c,
+FROM picked, nosync, events e, callbacks c,
      -- Timestamps as Python's isoformat() writes them everywhere else in the API.
      LATERAL (SELECT to_char(e.occurred_at AT TIME ZONE 'UTC',
                              CASE WHEN extract(microseconds FROM e.occurred_at)::bigint % 1000000 = 0

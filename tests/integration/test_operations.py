@@ -120,27 +120,33 @@ def db_url(server_url: str, name: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
+async def due_deliveries(conn: asyncpg.Connection, n: int) -> None:
+    """n deliveries due for one active callback, written directly."""
+    account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('backlog') RETURNING id")
+    cb = await conn.fetchval(
+        "INSERT INTO callbacks (account_id, name, url, status) VALUES ($1, 'cb', 'http://x/', 'active') RETURNING id",
+        account,
+    )
+    await conn.execute(
+        "INSERT INTO events (account_id, type, message_key, occurred_at)"
+        " SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, $2::int) g",
+        account,
+        n,
+    )
+    await conn.execute(
+        "INSERT INTO deliveries (account_id, event_id, callback_id, next_attempt_at)"
+        " SELECT account_id, id, $1, now() - interval '1 hour' FROM events",
+        cb,
+    )
+
+
 async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sorting_it(database):
     """A claim costs what it takes, not what is queued: with 20,000 due deliveries for one callback the
     plan reads them in claim order from the index and stops at the limit."""
     from dispatcher.delivery.worker import SQL
 
     async with database.pool.acquire() as conn:
-        account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('backlog') RETURNING id")
-        cb = await conn.fetchval(
-            "INSERT INTO callbacks (account_id, name, url, status) VALUES ($1, 'cb', 'http://x/', 'active') RETURNING id",
-            account,
-        )
-        await conn.execute(
-            "INSERT INTO events (account_id, type, message_key, occurred_at)"
-            " SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, 20000) g",
-            account,
-        )
-        await conn.execute(
-            "INSERT INTO deliveries (account_id, event_id, callback_id, next_attempt_at)"
-            " SELECT account_id, id, $1, now() - interval '1 hour' FROM events",
-            cb,
-        )
+        await due_deliveries(conn, 20000)
         await conn.execute("ANALYZE deliveries")
         [plan] = await conn.fetchval("EXPLAIN (FORMAT JSON) " + SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, 400)
 
@@ -168,3 +174,19 @@ async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbac
         status, body = await asyncio.wait_for(api.post("/v1/events", {"type": "sent", "messageKey": "m1"}), 5)
         assert status == 201, body
     assert await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE callback_id = $1", cb) == 1
+
+
+async def test_a_claim_skips_the_wal_flush_wait_for_itself_only(database):
+    """A lost claim only makes its rows due again, so its commit does not wait for the WAL flush; the
+    setting must end with the claim, or the outcomes written next on that connection could be lost."""
+    from dispatcher.delivery.worker import SQL
+
+    async with database.pool.acquire() as conn:
+        await due_deliveries(conn, 20)
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        async with conn.transaction():
+            assert len(await conn.fetch(SQL["claim"], "w", [], [], 40, 10, 300.0, 0.2, 400)) == 10
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        assert len(await conn.fetch(SQL["claim"], "w", [], [], 40, 10, 300.0, 0.2, 400)) == 10  # as the worker
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
