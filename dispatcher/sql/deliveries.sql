@@ -25,11 +25,15 @@ ready AS (
                                      WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
                                      LIMIT c.max_batch_size) full_batch) >= c.max_batch_size)
 ),
-rooms AS (  -- rows each callback may take
+shuffled AS (
+    SELECT *, row_number() OVER (ORDER BY random()) AS turn, count(*) OVER () AS n FROM ready
+),
+rooms AS (  -- rows each callback may take: at most $8 callbacks get a turn, sharing $8 jobs
     SELECT id, CASE WHEN failing THEN 1 - jobs
-                    ELSE least($4 - jobs, ceil($8::float8 / count(*) OVER ())::int) * max_batch_size END AS room
-    FROM ready
-    ORDER BY random()
+                    ELSE least($4 - jobs, ceil($8::float8 / least(n, $8))::int) * max_batch_size END AS room
+    FROM shuffled
+    WHERE turn <= $8
+    ORDER BY turn
 ),
 picked AS (  -- by ctid: the rows are locked by this statement, so the update finds them directly
     SELECT d.ctid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from collections import Counter
 
 import asyncpg
 import pytest
@@ -190,3 +191,30 @@ async def test_a_claim_skips_the_wal_flush_wait_for_itself_only(database):
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
         assert len(await conn.fetch(SQL["claim"], "w", [], [], 40, 10, 300.0, 0.2, 400)) == 10  # as the worker
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
+@pytest.mark.parametrize(("room", "expected"), [(4, [1, 1, 1, 1]), (20, [2] * 10)])
+async def test_a_claim_shares_the_workers_room_evenly_over_the_ready_callbacks(database, room, expected):
+    """Ten callbacks with work due: a worker with room for 4 jobs gives 4 of them one each (the rest wait
+    for the next claim), with room for 20 each gets 2; none crowds out the others."""
+    from dispatcher.delivery.worker import SQL
+
+    async with database.pool.acquire() as conn:
+        account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('many') RETURNING id")
+        for i in range(10):
+            cb = await conn.fetchval(
+                "INSERT INTO callbacks (account_id, name, url, status) VALUES ($1, $2, 'http://x/', 'active')"
+                " RETURNING id",
+                account,
+                f"cb{i}",
+            )
+            await conn.execute(
+                "WITH e AS (INSERT INTO events (account_id, type, message_key, occurred_at)"
+                "           SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, 5) g RETURNING id)"
+                " INSERT INTO deliveries (account_id, event_id, callback_id) SELECT $1, id, $2 FROM e",
+                account,
+                cb,
+            )
+        rows = await conn.fetch(SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, room)
+    per_callback = sorted(Counter(r["callback_id"] for r in rows).values())
+    assert per_callback == expected
