@@ -93,7 +93,7 @@ class DeliveryWorker:
         # Jobs held in all: twice the requests in flight. Claims top up while a quarter of that is
         # free, so requests keep going while a claim is on its way, whatever the number of callbacks.
         self._limit = 2 * settings.worker_concurrency
-        self._topup = self._limit // 4
+        self._topup = max(1, self._limit // 4)
         self._wake = asyncio.Event()
         self._stopping = False
         self._closed = False
@@ -171,7 +171,7 @@ class DeliveryWorker:
         while not self._stopping:
             try:
                 await self._listen()
-                claimed = await self._claim() if self._room() >= self._topup else []
+                claimed = await self._claim() if self._budget() >= self._topup else []
                 failures = 0
             except Exception as exc:  # the loop must outlive any failure; the database may be restarting
                 failures += 1
@@ -183,7 +183,7 @@ class DeliveryWorker:
             for job in self._group(claimed):
                 self._take(job)
             self._dispatch()
-            if len(claimed) < self.settings.claim_batch or self._room() < self._topup:
+            if len(claimed) < self.settings.claim_batch or self._budget() < self._topup:
                 await self._sleep(self.settings.batch_linger if self._notified else self.settings.poll_interval)
 
     async def _sleep(self, timeout: float) -> None:
@@ -191,8 +191,11 @@ class DeliveryWorker:
         await wait_event(self._wake, timeout)
         self._wake.clear()
 
-    def _room(self) -> int:
-        return self._limit - self._held
+    def _budget(self) -> int:
+        """Jobs the next claim may bring: what the hold limit leaves, or at least enough to fill the idle
+        request slots (after a dispatch, jobs still waiting are behind callbacks at their own limit:
+        slow receivers must not keep the slots from everyone else)."""
+        return max(self._limit - self._held, self.settings.worker_concurrency - len(self._tasks))
 
     def _held_by(self, callback_id: int) -> int:
         return self._running.get(callback_id, 0) + len(self._waiting.get(callback_id, ()))
@@ -202,7 +205,7 @@ class DeliveryWorker:
         held = list(self._running.keys() | self._waiting.keys())
         return await self.db.pool.fetch(
             SQL["claim"], self.id, held, [self._held_by(cb) for cb in held], self._share, s.claim_batch,
-            s.lease_seconds, s.batch_linger, self._room(),
+            s.lease_seconds, s.batch_linger, self._budget(),
         )  # fmt: skip
 
     def _group(self, rows: list[asyncpg.Record]) -> list[Job]:
@@ -265,6 +268,7 @@ class DeliveryWorker:
     def _hand_back(self, job: Job) -> None:
         self._handback.extend(r["id"] for r in job.rows)
         self._flush_now.set()
+        self._wake.set()  # it freed room
 
     def _done(self, task: asyncio.Task[None], job: Job) -> None:
         cb = job.callback_id
@@ -281,7 +285,7 @@ class DeliveryWorker:
         self._dispatch()
         # Refill once half its share or less is left (not "exactly half": a claim may land below that),
         # or when the worker has room again, so requests never wait on a claim.
-        if self._held_by(cb) <= self._share // 2 or self._room() == self._topup:
+        if self._held_by(cb) <= self._share // 2 or self._budget() == self._topup:
             self._wake.set()
 
     # --- one request -------------------------------------------------------------------------

@@ -17,6 +17,8 @@ ready AS (
     FROM callbacks c LEFT JOIN held h ON h.callback_id = c.id
     WHERE c.status IN ('active', 'failing') AND c.paused_until <= now()
       AND coalesce(h.jobs, 0) < CASE WHEN c.status = 'failing' THEN 1 ELSE $4 END
+      AND EXISTS (SELECT 1 FROM deliveries d  -- something is due: idle callbacks take no turn
+                  WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now())
       AND (c.max_batch_size = 1 OR c.status = 'failing'
            OR EXISTS (SELECT 1 FROM deliveries o
                       WHERE o.callback_id = c.id AND o.status = 'pending'
@@ -30,7 +32,8 @@ shuffled AS (
 ),
 rooms AS (  -- rows each callback may take: at most $8 callbacks get a turn, sharing $8 jobs
     SELECT id, CASE WHEN failing THEN 1 - jobs
-                    ELSE least($4 - jobs, ceil($8::float8 / least(n, $8))::int) * max_batch_size END AS room
+                    ELSE least($4 - jobs, $8 / least(n, $8) + (turn <= $8 % least(n, $8))::int)
+                         * max_batch_size END AS room
     FROM shuffled
     WHERE turn <= $8
     ORDER BY turn

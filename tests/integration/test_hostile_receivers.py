@@ -323,8 +323,8 @@ async def test_in_flight_requests_per_callback_never_exceed_callback_concurrency
 
 
 async def test_callbacks_take_turns_at_the_workers_request_slots(database, settings, aiohttp_client, hostile):
-    """The worker has no more requests in flight than worker_concurrency, and those go round the busy
-    callbacks in turn: one callback with a deep queue cannot take every slot."""
+    """The worker's requests in flight go round the busy callbacks in turn: one callback with a deep
+    queue cannot take every slot (and there are never more than worker_concurrency)."""
     slots = 4
     silent = [await hostile(HostileReceiver("silent")) for _ in range(3)]
     api = await hostile_api(
@@ -344,6 +344,32 @@ async def test_callbacks_take_turns_at_the_workers_request_slots(database, setti
         await asyncio.sleep(0.02)
     assert most == slots
     assert [s.in_flight >= 1 for s in silent] == [True, True, True]
+
+
+async def test_callbacks_holding_their_share_on_hanging_receivers_leave_free_slots_to_others(
+    database, settings, aiohttp_client, hostile
+):
+    """Two hanging callbacks hold their whole share (4 jobs each, one in flight each): the worker's hold
+    limit (8) is reached, but half its request slots are idle, so a healthy callback still gets claimed
+    and delivered long before the hanging requests time out."""
+    silent = [await hostile(HostileReceiver("silent")) for _ in range(2)]
+    api = await hostile_api(
+        database, settings, aiohttp_client, worker_concurrency=4, callback_concurrency=1, webhook_timeout=30.0
+    )
+    for i, server in enumerate(silent):
+        await subscribe(api, server, f"silent-{i}")
+    await post_events(api, 10)
+
+    async def hanging() -> bool:
+        return [s.in_flight for s in silent] == [1, 1]
+
+    await wait_until(hanging, timeout=10)
+    healthy = await hostile(Receiver())
+    await setup_callback(api, healthy, event_types=["sent"], name="healthy")
+    await post_events(api, 3, prefix="h")
+    got = await healthy.wait_for(3, timeout=10)
+    assert sorted(r.json["data"]["messageKey"] for r in got) == ["h-0", "h-1", "h-2"]
+    assert [s.in_flight for s in silent] == [1, 1]  # still hanging: the healthy one did not wait for them
 
 
 async def test_a_worker_holds_no_more_of_a_slow_callback_than_its_share(database, settings, aiohttp_client):

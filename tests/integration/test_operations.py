@@ -193,10 +193,11 @@ async def test_a_claim_skips_the_wal_flush_wait_for_itself_only(database):
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
 
 
-@pytest.mark.parametrize(("room", "expected"), [(4, [1, 1, 1, 1]), (20, [2] * 10)])
+@pytest.mark.parametrize(("room", "expected"), [(4, [1, 1, 1, 1]), (15, [1] * 5 + [2] * 5), (20, [2] * 10)])
 async def test_a_claim_shares_the_workers_room_evenly_over_the_ready_callbacks(database, room, expected):
     """Ten callbacks with work due: a worker with room for 4 jobs gives 4 of them one each (the rest wait
-    for the next claim), with room for 20 each gets 2; none crowds out the others."""
+    for the next claim), with room for 15 five get 2 and five 1, with room for 20 each gets 2; never more
+    than the room, and none crowds out the others."""
     from dispatcher.delivery.worker import SQL
 
     async with database.pool.acquire() as conn:
@@ -218,3 +219,19 @@ async def test_a_claim_shares_the_workers_room_evenly_over_the_ready_callbacks(d
         rows = await conn.fetch(SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, room)
     per_callback = sorted(Counter(r["callback_id"] for r in rows).values())
     assert per_callback == expected
+
+
+async def test_idle_callbacks_take_no_turn_in_a_claim(database):
+    """Fifty active callbacks with nothing due and one with work: the claim's room goes to the one."""
+    from dispatcher.delivery.worker import SQL
+
+    async with database.pool.acquire() as conn:
+        await due_deliveries(conn, 10)
+        account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('idle') RETURNING id")
+        await conn.execute(
+            "INSERT INTO callbacks (account_id, name, url, status)"
+            " SELECT $1, 'idle' || g, 'http://x/', 'active' FROM generate_series(1, 50) g",
+            account,
+        )
+        rows = await conn.fetch(SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, 4)
+    assert len(rows) == 4
