@@ -120,11 +120,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 -- Claims walk this per callback in claim order (id breaks ties, so no sort of the whole backlog):
 -- it only holds pending rows, so finished history never slows it.
-DROP INDEX IF EXISTS deliveries_due;  -- its predecessor, (callback_id, next_attempt_at): claims had to sort
 CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (callback_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_history ON deliveries (callback_id, id);
 -- Every index on deliveries is written three times per delivery (insert, claim, outcome): keep few.
-DROP INDEX IF EXISTS deliveries_created;  -- nothing reads deliveries by created_at alone
 
 CREATE TABLE IF NOT EXISTS attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -184,5 +182,10 @@ CREATE TABLE IF NOT EXISTS suppressions (
     created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, address)
 );
+
+-- Indexes replaced by the ones above. Dropped last: DROP INDEX locks the table against readers until
+-- the migration commits, so that lock should not also cover building the new indexes.
+DROP INDEX IF EXISTS deliveries_due;  -- (callback_id, next_attempt_at): claims had to sort the backlog
+DROP INDEX IF EXISTS deliveries_created;  -- nothing reads deliveries by created_at alone
 
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
