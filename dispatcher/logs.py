@@ -69,7 +69,11 @@ class LineWriter:
             self.flush()
             return
         if self._timer is None or self._timer_loop is not loop:
-            self._timer, self._timer_loop = loop.call_later(self.FLUSH_AFTER, self.flush), loop
+            self._timer, self._timer_loop = loop.call_later(self.FLUSH_AFTER, self._on_timer), loop
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
 
     def error(self, message: bytes) -> None:
         with self._lock:
@@ -83,10 +87,7 @@ class LineWriter:
         with self._lock:
             self._flush_locked()
 
-    def _flush_locked(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _flush_locked(self) -> None:  # a pending timer stays: it only flushes what came since
         if self._lines:
             data = b"".join(self._lines)
             self._lines.clear()
@@ -104,17 +105,27 @@ class LineWriter:
                 return
 
 
+def _descriptor(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any
     factory: Any
     if use_console:
         renderer, factory = structlog.dev.ConsoleRenderer(), structlog.PrintLoggerFactory(file=sys.stderr)
-    else:  # orjson straight to bytes: the canonical line per webhook costs a third less than with json,
+    elif (fd := _descriptor(sys.stderr)) is not None:
+        # orjson straight to bytes: the canonical line per webhook costs a third less than with json,
         # and LineWriter batches the system calls
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps, option=orjson.OPT_NON_STR_KEYS)
-        writer = LineWriter(sys.stderr.fileno())
+        writer = LineWriter(fd)
         factory = lambda *_: writer  # noqa: E731
+    else:  # stderr replaced by an object without a descriptor (embedding, capture)
+        renderer, factory = structlog.processors.JSONRenderer(), structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -67,3 +67,23 @@ async def test_each_write_holds_whole_lines_within_pipe_buf(pipe):
     assert len(writes) > 1
     assert all(len(chunk) <= LineWriter.PIPE_BUF and chunk.endswith(b"\n") for chunk in writes)
     assert b"".join(writes).splitlines() == lines
+
+
+def test_a_stderr_without_a_descriptor_still_gets_json_lines(monkeypatch):
+    """Embedded or captured: sys.stderr may be an object with no file descriptor."""
+    import io
+
+    import orjson
+    import structlog
+
+    from dispatcher import logs
+
+    captured = io.StringIO()
+    monkeypatch.setattr("sys.stderr", captured)
+    try:
+        logs.configure("info", "json")
+        logs.get_logger("t").info("hello", n=1)
+    finally:
+        structlog.reset_defaults()
+    line = orjson.loads(captured.getvalue().splitlines()[0])
+    assert line["event"] == "hello" and line["n"] == 1
