@@ -46,6 +46,7 @@ class HostileReceiver:
     _keys: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     port: int = 0
 
     @property
@@ -58,11 +59,14 @@ class HostileReceiver:
         return self
 
     async def stop(self) -> None:
+        """Drop every connection, then let the handlers see it and end. (Cancelling them mid-drip left
+        their transports closing after the test's loop had ended: an intermittent ResourceWarning.)"""
         assert self._server is not None
         self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.transport.abort()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def verification_key(self) -> str:
@@ -85,6 +89,7 @@ class HostileReceiver:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self._writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -111,6 +116,7 @@ class HostileReceiver:
             pass  # the client gave up and closed the connection: that is the point
         finally:
             writer.close()
+            self._writers.discard(writer)
             self._handlers.discard(task)
 
     async def _misbehave(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
