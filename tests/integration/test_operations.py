@@ -121,24 +121,24 @@ def db_url(server_url: str, name: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
-async def due_deliveries(conn: asyncpg.Connection, n: int) -> None:
-    """n deliveries due for one active callback, written directly."""
-    account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('backlog') RETURNING id")
-    cb = await conn.fetchval(
-        "INSERT INTO callbacks (account_id, name, url, status) VALUES ($1, 'cb', 'http://x/', 'active') RETURNING id",
-        account,
-    )
-    await conn.execute(
-        "INSERT INTO events (account_id, type, message_key, occurred_at)"
-        " SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, $2::int) g",
-        account,
-        n,
-    )
-    await conn.execute(
-        "INSERT INTO deliveries (account_id, event_id, callback_id, next_attempt_at)"
-        " SELECT account_id, id, $1, now() - interval '1 hour' FROM events",
-        cb,
-    )
+async def due_deliveries(conn: asyncpg.Connection, n: int, *, callbacks: int = 1, account: str = "due") -> None:
+    """n deliveries due for each of `callbacks` active callbacks of a new account, written directly."""
+    account_id = await conn.fetchval("INSERT INTO accounts (name) VALUES ($1) RETURNING id", account)
+    for i in range(callbacks):
+        cb = await conn.fetchval(
+            "INSERT INTO callbacks (account_id, name, url, status) VALUES ($1, $2, 'http://x/', 'active') RETURNING id",
+            account_id,
+            f"cb{i}",
+        )
+        await conn.execute(
+            "WITH e AS (INSERT INTO events (account_id, type, message_key, occurred_at)"
+            "           SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, $3::int) g RETURNING id)"
+            " INSERT INTO deliveries (account_id, event_id, callback_id, next_attempt_at)"
+            " SELECT $1, id, $2, now() - interval '1 hour' FROM e",
+            account_id,
+            cb,
+            n,
+        )
 
 
 async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sorting_it(database):
@@ -201,21 +201,7 @@ async def test_a_claim_shares_the_workers_room_evenly_over_the_ready_callbacks(d
     from dispatcher.delivery.worker import SQL
 
     async with database.pool.acquire() as conn:
-        account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('many') RETURNING id")
-        for i in range(10):
-            cb = await conn.fetchval(
-                "INSERT INTO callbacks (account_id, name, url, status) VALUES ($1, $2, 'http://x/', 'active')"
-                " RETURNING id",
-                account,
-                f"cb{i}",
-            )
-            await conn.execute(
-                "WITH e AS (INSERT INTO events (account_id, type, message_key, occurred_at)"
-                "           SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, 5) g RETURNING id)"
-                " INSERT INTO deliveries (account_id, event_id, callback_id) SELECT $1, id, $2 FROM e",
-                account,
-                cb,
-            )
+        await due_deliveries(conn, 5, callbacks=10)
         rows = await conn.fetch(SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, room)
     per_callback = sorted(Counter(r["callback_id"] for r in rows).values())
     assert per_callback == expected
@@ -227,11 +213,6 @@ async def test_idle_callbacks_take_no_turn_in_a_claim(database):
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 10)
-        account = await conn.fetchval("INSERT INTO accounts (name) VALUES ('idle') RETURNING id")
-        await conn.execute(
-            "INSERT INTO callbacks (account_id, name, url, status)"
-            " SELECT $1, 'idle' || g, 'http://x/', 'active' FROM generate_series(1, 50) g",
-            account,
-        )
+        await due_deliveries(conn, 0, callbacks=50, account="idle")
         rows = await conn.fetch(SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, 4)
     assert len(rows) == 4
