@@ -124,18 +124,42 @@ CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (callback_id, next_att
 CREATE INDEX IF NOT EXISTS deliveries_history ON deliveries (callback_id, id);
 -- Every index on deliveries is written three times per delivery (insert, claim, outcome): keep few.
 
+-- The attempt log: one row per HTTP request, which a batch's deliveries share. Each delivery lists its
+-- attempts in order (deliveries.attempt_ids, appended by the same update that records the outcome),
+-- so an outcome writes one row per request, not per event. Rows outlive nothing but their callback;
+-- the retention purge drops old ones (ids left in attempt_ids then simply find nothing).
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS attempt_ids bigint[] NOT NULL DEFAULT '{}';
 CREATE TABLE IF NOT EXISTS attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id    bigint NOT NULL,
-    delivery_id   bigint NOT NULL REFERENCES deliveries ON DELETE CASCADE,
-    number        integer NOT NULL,
+    callback_id   bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
+    webhook_id    text,  -- the webhook-id header sent (NULL for attempts logged before version 2)
+    events        integer NOT NULL,
     started_at    timestamptz NOT NULL,
     duration_ms   double precision NOT NULL,
     status_code   integer,
     error_kind    text,
     response_body text
 );
-CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id, number);
+-- Version 1 logged one row per delivery (delivery_id, number): those rows become requests of one event.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = 'attempts' AND column_name = 'delivery_id') THEN
+        ALTER TABLE attempts ADD COLUMN callback_id bigint, ADD COLUMN webhook_id text,
+                             ADD COLUMN events integer NOT NULL DEFAULT 1;
+        UPDATE attempts a SET callback_id = d.callback_id FROM deliveries d WHERE d.id = a.delivery_id;
+        UPDATE deliveries d SET attempt_ids = x.ids
+        FROM (SELECT delivery_id,  -- positions are attempt numbers: purged ones stay as NULLs
+                     array_fill(NULL::bigint, ARRAY[min(number) - 1]) || array_agg(id ORDER BY number, id) AS ids
+              FROM attempts GROUP BY delivery_id) x
+        WHERE d.id = x.delivery_id;
+        ALTER TABLE attempts DROP COLUMN delivery_id, DROP COLUMN number,
+                             ALTER COLUMN callback_id SET NOT NULL, ALTER COLUMN events DROP DEFAULT,
+                             ADD FOREIGN KEY (callback_id) REFERENCES callbacks ON DELETE CASCADE;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS attempts_callback ON attempts (callback_id, id);
 CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
 
 CREATE TABLE IF NOT EXISTS definitions (
@@ -188,4 +212,4 @@ CREATE TABLE IF NOT EXISTS suppressions (
 DROP INDEX IF EXISTS deliveries_due;  -- (callback_id, next_attempt_at): claims had to sort the backlog
 DROP INDEX IF EXISTS deliveries_created;  -- nothing reads deliveries by created_at alone
 
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (1), (2) ON CONFLICT DO NOTHING;  -- 2: one attempt row per request

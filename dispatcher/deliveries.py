@@ -40,6 +40,8 @@ def attempt_json(row: asyncpg.Record) -> dict[str, Any]:
         "statusCode": row["status_code"],
         "errorKind": row["error_kind"],
         "responseBody": row["response_body"],
+        "webhookId": row["webhook_id"],
+        "events": row["events"],
     }
 
 
@@ -47,7 +49,7 @@ async def get_delivery(conn: asyncpg.Connection, account_id: int, delivery_id: s
     row = await conn.fetchrow(SQL["get_delivery"], ids.decode("dlv", delivery_id, "delivery"), account_id)
     if row is None:
         raise NotFound("no such delivery")
-    attempts = await conn.fetch(SQL["delivery_attempts"], row["id"])
+    attempts = await conn.fetch(SQL["delivery_attempts"], row["attempt_ids"], account_id)
     return {**delivery_json(row), "attempts": [attempt_json(a) for a in attempts]}
 
 

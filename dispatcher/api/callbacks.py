@@ -127,6 +127,8 @@ class AttemptOut(BaseModel):
     statusCode: int | None
     errorKind: str | None
     responseBody: str | None
+    webhookId: str | None = Field(description="The webhook-id header of the request (a batch's is shared)")
+    events: int = Field(description="Events the request carried: 1, or the batch's size")
 
 
 class DeliveryOut(BaseModel):

@@ -10,7 +10,6 @@ flush: one transaction for many outcomes: deliveries, attempt log, callback heal
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import secrets
@@ -26,7 +25,7 @@ import asyncpg
 from dispatcher import callbacks, events, ids
 from dispatcher.crypto import Keyring
 from dispatcher.db import DB_ERRORS, Database, queries
-from dispatcher.delivery import outbound, policy, signing
+from dispatcher.delivery import outbound, payload, policy, signing
 from dispatcher.logs import get_logger
 from dispatcher.settings import Settings
 
@@ -55,6 +54,7 @@ class Job:
 class Outcome:
     job: Job
     response: outbound.Response
+    webhook_id: str | None  # None when the request could not be built
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
@@ -64,17 +64,6 @@ async def wait_event(event: asyncio.Event, timeout: float) -> None:
             await event.wait()
     except TimeoutError:
         pass
-
-
-def request_body(job: Job) -> tuple[str, bytes]:
-    """(webhook-id, body). The id is stable across retries of the same delivery; each row carries
-    its event's JSON payload, built by the claim."""
-    if not job.batched:
-        r = job.rows[0]
-        return ids.encode("dlv", r["id"]), r["payload"].encode()
-    ordered = sorted(job.rows, key=lambda r: (r["occurred_at"], r["event_id"]))
-    digest = hashlib.sha256(",".join(str(r["id"]) for r in ordered).encode()).hexdigest()[:24]
-    return f"batch_{digest}", f"[{','.join(r['payload'] for r in ordered)}]".encode()
 
 
 class DeliveryWorker:
@@ -275,7 +264,7 @@ class DeliveryWorker:
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", callback_id=cb, recorded=job.recorded, error=repr(task.exception()))
             if not job.recorded:  # a failed attempt, so the retry schedule (not a tight loop) applies
-                self._outcome(job, outbound.Response(time.time(), 0.0, error_kind="internal_error"))
+                self._outcome(job, outbound.Response(time.time(), 0.0, error_kind="internal_error"), None)
         self._tasks.pop(task, None)
         self._held -= 1
         self._running[cb] -= 1
@@ -306,10 +295,10 @@ class DeliveryWorker:
                         error=str(exc) or type(exc).__name__)  # fmt: skip
             self._hand_back(job)
             return
-        msg_id, body = request_body(job)
+        msg_id, body = payload.request_body(job.rows, job.batched)
         headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
         response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
-        self._outcome(job, response)  # first: whatever happens next, the attempt is on record
+        self._outcome(job, response, msg_id)  # first: whatever happens next, the attempt is on record
         if response.status == 410 or response.retry_after is not None:
             self._return_waiting(job.callback_id)  # the receiver said stop, or not now
         log.info(
@@ -325,9 +314,9 @@ class DeliveryWorker:
         if self.metrics is not None:
             self.metrics.observe_attempt(response, len(job.rows))
 
-    def _outcome(self, job: Job, response: outbound.Response) -> None:
+    def _outcome(self, job: Job, response: outbound.Response, webhook_id: str | None) -> None:
         job.recorded = True
-        self._outcomes.append(Outcome(job, response))
+        self._outcomes.append(Outcome(job, response, webhook_id))
         if len(self._outcomes) >= 500:
             self._flush_now.set()
 
@@ -363,23 +352,27 @@ class DeliveryWorker:
             raise
 
     async def _record(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:
+        """One attempt row per request, and each delivery's outcome: done, due again later, or failed."""
         rng = random.Random()
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
-        for o in batch:
-            resp = o.response
+        requests: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        rows: tuple[list[Any], ...] = ([], [], [], [], [])
+        for n, o in enumerate(batch, 1):
+            job, resp = o.job, o.response
             started = datetime.fromtimestamp(resp.started_at, UTC)
-            for r in o.job.rows:
+            request = (job.account_id, job.callback_id, o.webhook_id, len(job.rows), started, resp.duration_ms,
+                       resp.status, resp.error_kind, resp.excerpt)  # fmt: skip
+            for column, value in zip(requests, request, strict=True):
+                column.append(value)
+            for r in job.rows:
                 number = r["attempts"] + 1
                 if resp.ok:
                     status, delay = "succeeded", 0.0
                 else:
                     wait = self.retry.next_delay(number - r["retry_base"], resp.retry_after, rng)
                     status, delay = ("failed", 0.0) if wait is None else ("pending", wait)
-                values = (r["id"], r["account_id"], status, number, delay, started, resp.duration_ms, resp.status,
-                          resp.error_kind, resp.excerpt)  # fmt: skip
-                for column, value in zip(columns, values, strict=True):
+                for column, value in zip(rows, (r["id"], n, status, number, delay), strict=True):
                     column.append(value)
-        await conn.execute(SQL["complete"], *columns, self.id)
+        await conn.execute(SQL["complete"], *requests, *rows, self.id)
         await self._update_health(conn, batch)
 
     async def _update_health(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:

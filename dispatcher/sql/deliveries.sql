@@ -52,43 +52,52 @@ picked AS (  -- by ctid: the rows are locked by this statement, so the update fi
 )
 UPDATE deliveries d
 SET next_attempt_at = now() + make_interval(secs => $6), lease_owner = $1
-FROM picked, nosync, events e, callbacks c,
-     -- Timestamps as Python's isoformat() writes them everywhere else in the API.
-     LATERAL (SELECT to_char(e.occurred_at AT TIME ZONE 'UTC',
-                             CASE WHEN extract(microseconds FROM e.occurred_at)::bigint % 1000000 = 0
-                                  THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'
-                                  ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END) AS occurred) ts
+FROM picked, nosync, events e, callbacks c
 WHERE d.ctid = picked.ctid AND e.id = d.event_id AND c.id = d.callback_id
 RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
-          c.url, c.max_batch_size, c.secrets_version, e.id AS event_id, e.occurred_at,
-          -- The webhook payload, built here so the worker only joins strings, and numbers in `data`
-          -- reach receivers exactly as stored.
-          jsonb_build_object(
-              'type', e.type,
-              'timestamp', ts.occurred,
-              'data', e.data || jsonb_build_object(
-                  'eventId', 'evt_' || e.id, 'messageKey', e.message_key, 'definitionKey', e.definition_key,
-                  'recipient', e.recipient, 'occurredAt', ts.occurred)
-          )::text AS payload
+          c.url, c.max_batch_size, c.secrets_version,
+          e.id AS event_id, e.type, e.message_key, e.definition_key, e.recipient, e.occurred_at,
+          -- The worker builds the payload around this text (dispatcher/delivery/payload.py), so numbers
+          -- reach receivers exactly as stored. The envelope's keys win over the event's own.
+          (CASE WHEN e.data ?| '{eventId,messageKey,definitionKey,recipient,occurredAt}'::text[]
+                THEN e.data - '{eventId,messageKey,definitionKey,recipient,occurredAt}'::text[]
+                ELSE e.data END)::text AS data
 
 -- name: complete
--- Record one request's outcome per delivery: the attempt log gets a row for every delivery sent;
--- the delivery itself only if this worker still holds it (a lost lease means someone else owns it).
-WITH u AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::float8[], $6::timestamptz[],
-                         $7::float8[], $8::int[], $9::text[], $10::text[])
-           AS u(id, account_id, status, attempts, delay, started_at, duration_ms, code, error_kind, excerpt)
+-- Record outcomes: one attempt row per request ($1-$9, in request order), and per delivery ($10-$14,
+-- each with the 1-based number of its request) the attempt appended to its log; its state changes
+-- only if this worker still holds it (a lost lease means someone else owns it now).
+WITH req AS (
+    SELECT nextval(pg_get_serial_sequence('attempts', 'id')) AS attempt_id, r.*
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::float8[], $7::int[],
+                $8::text[], $9::text[])
+         WITH ORDINALITY AS r(account_id, callback_id, webhook_id, events, started_at, duration_ms, code, error_kind,
+                              excerpt, n)
 ),
-updated AS (
-    UPDATE deliveries d
-    SET status = u.status, attempts = u.attempts, next_attempt_at = now() + make_interval(secs => u.delay),
-        lease_owner = NULL, last_attempt_at = u.started_at, last_status_code = u.code,
-        last_error = coalesce(u.error_kind, CASE WHEN u.code BETWEEN 200 AND 299 THEN NULL ELSE 'http_' || u.code END)
+logged AS (
+    INSERT INTO attempts (id, account_id, callback_id, webhook_id, events, started_at, duration_ms, status_code,
+                          error_kind, response_body)
+    OVERRIDING SYSTEM VALUE
+    SELECT attempt_id, account_id, callback_id, webhook_id, events, started_at, duration_ms, code, error_kind, excerpt
+    FROM req
+),
+u AS (
+    SELECT u.*, req.attempt_id, req.started_at, req.code, req.error_kind
+    FROM unnest($10::bigint[], $11::bigint[], $12::text[], $13::int[], $14::float8[]) AS u(id, n, status, attempts, delay)
+    JOIN req USING (n)
+),
+lost AS (
+    UPDATE deliveries d SET attempt_ids = d.attempt_ids || u.attempt_id
     FROM u
-    WHERE d.id = u.id AND d.lease_owner = $11
+    WHERE d.id = u.id AND d.lease_owner IS DISTINCT FROM $15
 )
-INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code, error_kind, response_body)
-SELECT account_id, id, attempts, started_at, duration_ms, code, error_kind, excerpt FROM u
+UPDATE deliveries d
+SET status = u.status, attempts = u.attempts, next_attempt_at = now() + make_interval(secs => u.delay),
+    lease_owner = NULL, attempt_ids = d.attempt_ids || u.attempt_id, last_attempt_at = u.started_at,
+    last_status_code = u.code,
+    last_error = coalesce(u.error_kind, CASE WHEN u.code BETWEEN 200 AND 299 THEN NULL ELSE 'http_' || u.code END)
+FROM u
+WHERE d.id = u.id AND d.lease_owner = $15
 
 -- name: lock_callbacks
 -- Current health of the callbacks a flush touches. NO KEY UPDATE: the deliveries being inserted for
@@ -116,9 +125,11 @@ SELECT d.*, e.type, e.message_key FROM deliveries d JOIN events e ON e.id = d.ev
 WHERE d.id = $1 AND d.account_id = $2
 
 -- name: delivery_attempts
--- A delivery's attempts, in order.
-SELECT number, started_at, duration_ms, status_code, error_kind, response_body
-FROM attempts WHERE delivery_id = $1 ORDER BY number, id
+-- A delivery's attempts ($1: its attempt_ids), in order; purged ones are gone but keep their number.
+SELECT x.number, a.started_at, a.duration_ms, a.status_code, a.error_kind, a.response_body, a.webhook_id, a.events
+FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, number) JOIN attempts a ON a.id = x.id
+WHERE a.account_id = $2
+ORDER BY x.number
 
 -- name: list_deliveries
 -- A callback's deliveries, oldest first, keyset-paginated.

@@ -184,6 +184,16 @@ async def test_typed_event_data_is_in_the_payload(api: Api, receiver: Receiver):
     assert (data["bounceType"], data["smtpCode"], data["reason"]) == ("hard", 550, "unknown user")
 
 
+async def test_envelope_fields_win_over_event_data_keys_of_the_same_name(api: Api, receiver: Receiver):
+    await setup_callback(api, receiver)
+    data = {"eventId": "mine", "recipient": "spoof@example.com", "orderId": 9}
+    event_id = await post_event(api, "env", recipient="a@example.com", data=data)
+    [req] = await receiver.wait_for(1)
+    sent = req.json["data"]
+    assert (sent["eventId"], sent["recipient"], sent["orderId"]) == (event_id, "a@example.com", 9)
+    assert req.body.count(b'"eventId"') == 1
+
+
 async def test_event_goes_to_a_callback_once_even_when_several_subscriptions_match(api: Api, receiver: Receiver):
     callback_id, _ = await setup_callback(api, receiver, event_types=["sent"])
     await api.post("/v1/subscriptions", {"name": "second", "callbackId": callback_id, "eventTypes": ["*"]})
@@ -238,6 +248,25 @@ async def test_batching_callback_receives_arrays_oldest_first(api: Api, receiver
     for req in receiver.events:
         in_batch = [e["data"]["messageKey"] for e in req.json]
         assert in_batch == sorted(in_batch)
+
+
+async def test_a_batch_is_one_attempt_in_the_history_of_each_delivery_it_carried(api: Api, receiver: Receiver):
+    callback_id, _ = await setup_callback(api, receiver, batch=10)
+    await api.post("/v1/events", {"events": [{"type": "sent", "messageKey": f"b{i}"} for i in range(5)]})
+    done = await wait_until(lambda: _all_succeeded(api, callback_id, 5))
+    sent = {r.headers["webhook-id"]: len(r.json) for r in receiver.events}
+    logged = []
+    for delivery in done:
+        _, detail = await api.get(f"/v1/deliveries/{delivery['deliveryId']}")
+        [attempt] = detail["attempts"]
+        assert (attempt["number"], attempt["statusCode"]) == (1, 200)
+        logged.append((attempt["webhookId"], attempt["events"]))
+    assert sorted(logged) == sorted((wid, n) for wid, n in sent.items() for _ in range(n))
+
+
+async def _all_succeeded(api: Api, callback_id: str, n: int) -> list[dict] | None:
+    rows = await deliveries_of(api, callback_id, status="succeeded")
+    return rows if len(rows) == n else None
 
 
 async def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(api: Api, receiver: Receiver):

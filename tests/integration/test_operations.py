@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 from collections import Counter
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -116,6 +117,58 @@ async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
         await admin.close()
 
 
+async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_numbers(pg_server_url):
+    """Version 1 logged one attempt row per delivery; version 2 one per request, listed by each delivery.
+    Old rows become requests of one event, in the order and with the numbers they had (attempt 1 was
+    purged here: the log starts at 2)."""
+    from dispatcher import deliveries
+
+    admin = await asyncpg.connect(pg_server_url)
+    name = "dispatcher_test_migrate_v1"
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {name}")
+        conn = await asyncpg.connect(db_url(pg_server_url, name))
+        try:
+            await db.migrate(conn)
+            await due_deliveries(conn, 2, account="v1")
+            await conn.execute(
+                "DROP TABLE attempts; ALTER TABLE deliveries DROP COLUMN attempt_ids; DELETE FROM schema_applied;"
+                " DELETE FROM schema_version WHERE version = 2;"
+                " CREATE TABLE attempts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL,"
+                "   delivery_id bigint NOT NULL REFERENCES deliveries ON DELETE CASCADE, number integer NOT NULL,"
+                "   started_at timestamptz NOT NULL, duration_ms double precision NOT NULL, status_code integer,"
+                "   error_kind text, response_body text);"
+                " CREATE INDEX attempts_delivery ON attempts (delivery_id, number);"
+                " CREATE INDEX attempts_started ON attempts (started_at);"
+                " INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code, response_body)"
+                " SELECT account_id, id, n, now(), 1.5, CASE n WHEN 3 THEN 200 ELSE 500 END, 'attempt ' || n"
+                " FROM deliveries, generate_series(2, 3) n WHERE id = (SELECT min(id) FROM deliveries)"
+            )
+            assert await db.migrate(conn) == db.SCHEMA_VERSION == 2
+            first, second = await conn.fetch("SELECT id, callback_id, account_id FROM deliveries ORDER BY id")
+            logged = await conn.fetch(
+                deliveries.SQL["delivery_attempts"],
+                await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", first["id"]),
+                first["account_id"],
+            )
+            assert [(a["number"], a["status_code"], a["response_body"], a["events"]) for a in logged] == [
+                (2, 500, "attempt 2", 1),
+                (3, 200, "attempt 3", 1),
+            ]
+            assert {r["callback_id"] for r in await conn.fetch("SELECT callback_id FROM attempts")} == {
+                first["callback_id"]
+            }
+            assert await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", second["id"]) == []
+            assert await conn.fetchval("SELECT to_regclass('attempts_delivery')") is None
+            assert await db.migrate(conn) == 2  # again: nothing to do
+        finally:
+            await conn.close()
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
 def db_url(server_url: str, name: str) -> str:
     parts = urllib.parse.urlsplit(server_url)
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
@@ -139,6 +192,39 @@ async def due_deliveries(conn: asyncpg.Connection, n: int, *, callbacks: int = 1
             cb,
             n,
         )
+
+
+async def test_an_attempt_made_after_the_lease_was_lost_is_logged_but_leaves_the_delivery_to_its_new_owner(
+    database,
+):
+    """Another worker took over a delivery whose lease ran out mid-request: the request still happened,
+    so it is in that delivery's attempt log, but the delivery's state is the new owner's to decide."""
+    from dispatcher.delivery.worker import SQL
+
+    async with database.pool.acquire() as conn:
+        await due_deliveries(conn, 2, account="lost-lease")
+        kept, lost = await conn.fetch(SQL["claim"], "w1", [], [], 40, 10, 300.0, 0.2, 400)
+        await conn.execute("UPDATE deliveries SET lease_owner = 'w2' WHERE id = $1", lost["id"])
+        now = datetime.now(UTC)
+        await conn.execute(
+            SQL["complete"],
+            [kept["account_id"]], [kept["callback_id"]], ["batch_x"], [2], [now], [3.0], [200], [None], ["ok"],
+            [kept["id"], lost["id"]], [1, 1], ["succeeded", "succeeded"], [1, 1], [0.0, 0.0],
+            "w1",
+        )  # fmt: skip
+        rows = await conn.fetch(
+            "SELECT id, status, attempts, lease_owner, attempt_ids FROM deliveries WHERE id = ANY($1) ORDER BY id",
+            [kept["id"], lost["id"]],
+        )
+        [attempt] = await conn.fetch("SELECT id, events, webhook_id, status_code FROM attempts")
+    by_id = {r["id"]: r for r in rows}
+    assert dict(by_id[kept["id"]]) | {"id": 0} == {
+        "id": 0, "status": "succeeded", "attempts": 1, "lease_owner": None, "attempt_ids": [attempt["id"]]
+    }  # fmt: skip
+    assert dict(by_id[lost["id"]]) | {"id": 0} == {
+        "id": 0, "status": "pending", "attempts": 0, "lease_owner": "w2", "attempt_ids": [attempt["id"]]
+    }  # fmt: skip
+    assert (attempt["events"], attempt["webhook_id"], attempt["status_code"]) == (2, "batch_x", 200)
 
 
 async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sorting_it(database):
