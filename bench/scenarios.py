@@ -153,8 +153,10 @@ async def deliver_batched(env: Env) -> Result:
     # `single` has no subscription yet: subscribe it only for its own round below.
     _log(f"recording {n} events for a disabled batching callback (maxBatchSize 100), then re-enabling it")
     rnd = await deliver_round(env.api, env.receiver, [batched], [event(i) for i in range(n)], measured=env.measured)
-    _log(f"service: {rnd.rate:,.0f} events/s in {rnd.requests} requests (first after {rnd.first_arrival * 1000:.0f} ms);"
-         f" unbatched reference round of {m} next")
+    _log(
+        f"service: {rnd.rate:,.0f} events/s in {rnd.requests} requests (first after {rnd.first_arrival * 1000:.0f} ms);"
+        f" unbatched reference round of {m} next"
+    )
     await workload.set_status(env.api, [batched], "disabled")
     await env.api.call(
         "POST", "/v1/subscriptions", {"name": "single-sub", "callbackId": single.id, "eventTypes": ["*"]}

@@ -33,8 +33,11 @@ def delivery_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def attempt_json(row: asyncpg.Record) -> dict[str, Any]:
+    """One request; in a delivery's history also its number among that delivery's attempts."""
+    numbered = {"number": row["number"]} if "number" in row else {}
     return {
-        "number": row["number"],
+        "attemptId": ids.encode("att", row["id"]),
+        **numbered,
         "startedAt": row["started_at"].isoformat(),
         "durationMs": round(row["duration_ms"], 2),
         "statusCode": row["status_code"],
@@ -58,6 +61,13 @@ async def list_deliveries(
     since: datetime | None, until: datetime | None, limit: int,
 ) -> list[asyncpg.Record]:  # fmt: skip
     return await conn.fetch(SQL["list_deliveries"], callback_id, account_id, after_id, status, since, until, limit)
+
+
+async def callback_attempts(
+    conn: asyncpg.Connection, account_id: int, callback_id: int, *, after_id: int, succeeded: bool | None,
+    since: datetime | None, until: datetime | None, limit: int,
+) -> list[asyncpg.Record]:  # fmt: skip
+    return await conn.fetch(SQL["callback_attempts"], callback_id, account_id, after_id, succeeded, since, until, limit)
 
 
 async def retry(conn: asyncpg.Connection, account_id: int, delivery_id: str) -> None:

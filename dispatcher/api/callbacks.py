@@ -120,8 +120,8 @@ class DeliveriesQuery(BaseModel):
     cursor: str | None = Field(None, max_length=200)
 
 
-class AttemptOut(BaseModel):
-    number: int
+class CallbackAttemptOut(BaseModel):
+    attemptId: str
     startedAt: str
     durationMs: float
     statusCode: int | None
@@ -129,6 +129,24 @@ class AttemptOut(BaseModel):
     responseBody: str | None
     webhookId: str | None = Field(description="The webhook-id header of the request (a batch's is shared)")
     events: int = Field(description="Events the request carried: 1, or the batch's size")
+
+
+class AttemptOut(CallbackAttemptOut):
+    number: int = Field(description="Which attempt of this delivery it was, from 1")
+
+
+class AttemptListOut(BaseModel):
+    attempts: list[CallbackAttemptOut]
+    nextCursor: str | None
+
+
+class AttemptsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["succeeded", "failed"] | None = Field(None, description="failed: anything but a 2xx answer")
+    since: events.Timestamp | None = None
+    until: events.Timestamp | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = Field(None, max_length=200)
 
 
 class DeliveryOut(BaseModel):
@@ -290,6 +308,21 @@ async def list_deliveries(call: Call) -> Any:
         )  # fmt: skip
     cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
     return {"deliveries": [deliveries.delivery_json(r) for r in rows], "nextCursor": cursor}
+
+
+@router.route("GET", "/v1/callbacks/{callbackId}/attempts", summary="A callback's attempt log: every request, oldest first",
+              scope="events:read", query=AttemptsQuery, response=AttemptListOut, tag="deliveries")  # fmt: skip
+async def list_attempts(call: Call) -> Any:
+    q: AttemptsQuery = call.query
+    async with call.app[DB].read_pool.acquire() as conn:
+        cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
+        rows = await deliveries.callback_attempts(
+            conn, _account(call), cb["id"], after_id=events.decode_cursor(q.cursor),
+            succeeded=None if q.outcome is None else q.outcome == "succeeded", since=q.since, until=q.until,
+            limit=q.limit,
+        )  # fmt: skip
+    cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
+    return {"attempts": [deliveries.attempt_json(r) for r in rows], "nextCursor": cursor}
 
 
 @router.route("POST", "/v1/callbacks/{callbackId}/recover", summary="Re-queue failed deliveries in a window",

@@ -126,10 +126,21 @@ WHERE d.id = $1 AND d.account_id = $2
 
 -- name: delivery_attempts
 -- A delivery's attempts ($1: its attempt_ids), in order; purged ones are gone but keep their number.
-SELECT x.number, a.started_at, a.duration_ms, a.status_code, a.error_kind, a.response_body, a.webhook_id, a.events
+SELECT a.id, x.number, a.started_at, a.duration_ms, a.status_code, a.error_kind, a.response_body, a.webhook_id, a.events
 FROM unnest($1::bigint[]) WITH ORDINALITY AS x(id, number) JOIN attempts a ON a.id = x.id
 WHERE a.account_id = $2
 ORDER BY x.number
+
+-- name: callback_attempts
+-- A callback's requests, oldest first, keyset-paginated; $4: true for 2xx answers only, false for
+-- everything else (errors, timeouts, refused addresses), NULL for both.
+SELECT id, started_at, duration_ms, status_code, error_kind, response_body, webhook_id, events
+FROM attempts
+WHERE callback_id = $1 AND account_id = $2 AND id > $3
+  AND ($4::boolean IS NULL OR coalesce(status_code BETWEEN 200 AND 299, false) = $4)
+  AND ($5::timestamptz IS NULL OR started_at >= $5)
+  AND ($6::timestamptz IS NULL OR started_at < $6)
+ORDER BY id LIMIT $7
 
 -- name: list_deliveries
 -- A callback's deliveries, oldest first, keyset-paginated.

@@ -316,6 +316,38 @@ async def test_failed_attempts_are_retried_and_every_attempt_is_logged(api: Api,
     assert ids == {delivery["deliveryId"]}  # stable across retries
 
 
+async def test_a_callbacks_attempt_log_lists_every_request_oldest_first_by_outcome_and_in_pages(
+    api: Api, receiver: Receiver
+):
+    callback_id, _ = await setup_callback(api, receiver)
+    receiver.mode = "fail"
+    await post_event(api)
+    await receiver.wait_for(2)
+    receiver.mode = "ok"
+    [delivery] = await wait_until(lambda: deliveries_of(api, callback_id, status="succeeded"))
+    status, body = await api.get(f"/v1/callbacks/{callback_id}/attempts")
+    assert status == 200, body
+    log = body["attempts"]
+    assert [a["statusCode"] for a in log] == [500, 500, 200]
+    assert {a["webhookId"] for a in log} == {delivery["deliveryId"]}
+    assert all(a["events"] == 1 and a["attemptId"].startswith("att_") for a in log)
+    _, detail = await api.get(f"/v1/deliveries/{delivery['deliveryId']}")
+    assert [a["attemptId"] for a in detail["attempts"]] == [a["attemptId"] for a in log]
+    _, failed = await api.get(f"/v1/callbacks/{callback_id}/attempts?outcome=failed")
+    assert [a["statusCode"] for a in failed["attempts"]] == [500, 500]
+    _, ok = await api.get(f"/v1/callbacks/{callback_id}/attempts?outcome=succeeded")
+    assert [a["statusCode"] for a in ok["attempts"]] == [200]
+    pages, cursor = [], ""
+    while True:
+        _, page = await api.get(f"/v1/callbacks/{callback_id}/attempts?limit=2&cursor={cursor}")
+        pages.append([a["attemptId"] for a in page["attempts"]])
+        if not (cursor := page["nextCursor"]):
+            break
+    assert [a for page in pages for a in page] == [a["attemptId"] for a in log] and len(pages[0]) == 2
+    status, body = await api.get(f"/v1/callbacks/{callback_id}/attempts?outcome=maybe")
+    assert status == 400 and body["error"]["field"] == "outcome"
+
+
 async def test_delivery_fails_visibly_when_the_schedule_is_exhausted_and_recover_requeues_it(
     api: Api, receiver: Receiver
 ):
@@ -472,6 +504,7 @@ async def test_another_account_cannot_see_or_touch_callbacks_subscriptions_or_de
         ("DELETE", f"/v1/callbacks/{callback_id}", None),
         ("POST", f"/v1/callbacks/{callback_id}/rotate-secret", None),
         ("GET", f"/v1/callbacks/{callback_id}/deliveries", None),
+        ("GET", f"/v1/callbacks/{callback_id}/attempts", None),
         ("GET", f"/v1/subscriptions/{sub_id}", None),
         ("DELETE", f"/v1/subscriptions/{sub_id}", None),
         ("GET", f"/v1/deliveries/{delivery['deliveryId']}", None),

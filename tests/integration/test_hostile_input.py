@@ -665,7 +665,8 @@ async def test_sql_injection_in_query_parameters_and_paths_matches_only_literall
         status, body = await api.get(f"/v1/messages/{q(text)}")
         assert status == 200 and [e["messageKey"] for e in body["events"]] == [text]
         for path in (f"/v1/callbacks/{q(text)}", f"/v1/subscriptions/{q(text)}", f"/v1/deliveries/{q(text)}",
-                     f"/v1/subscriptions?callbackId={q(text)}", f"/v1/callbacks/{callback_id}/deliveries?status={q(text)}"):  # fmt: skip
+                     f"/v1/subscriptions?callbackId={q(text)}", f"/v1/callbacks/{callback_id}/deliveries?status={q(text)}",
+                     f"/v1/callbacks/{callback_id}/attempts?outcome={q(text)}"):  # fmt: skip
             status, body = await api.get(path)
             assert_error(status, body, 400, 404)
     status, body = await api.get("/v1/events?limit=1000")
