@@ -141,7 +141,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_kind    text,
     response_body text
 );
--- Version 1 logged one row per delivery (delivery_id, number): those rows become requests of one event.
+-- Version 1 logged one row per delivery (delivery_id, number): those rows become requests of one event,
+-- and each delivery's attempt_ids gets one position per attempt it made (NULL where the row was purged;
+-- of two rows with one number, from a lease lost mid-request, the first), so numbers stay as they were.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM information_schema.columns
@@ -149,11 +151,11 @@ BEGIN
         ALTER TABLE attempts ADD COLUMN callback_id bigint, ADD COLUMN webhook_id text,
                              ADD COLUMN events integer NOT NULL DEFAULT 1;
         UPDATE attempts a SET callback_id = d.callback_id FROM deliveries d WHERE d.id = a.delivery_id;
-        UPDATE deliveries d SET attempt_ids = x.ids
-        FROM (SELECT delivery_id,  -- positions are attempt numbers: purged ones stay as NULLs
-                     array_fill(NULL::bigint, ARRAY[min(number) - 1]) || array_agg(id ORDER BY number, id) AS ids
-              FROM attempts GROUP BY delivery_id) x
-        WHERE d.id = x.delivery_id;
+        UPDATE deliveries d
+        SET attempt_ids = (
+            SELECT array_agg((SELECT min(a.id) FROM attempts a WHERE a.delivery_id = d.id AND a.number = n) ORDER BY n)
+            FROM generate_series(1, greatest(d.attempts, (SELECT max(a.number) FROM attempts a WHERE a.delivery_id = d.id))) n)
+        WHERE d.attempts > 0 OR EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id);
         ALTER TABLE attempts DROP COLUMN delivery_id, DROP COLUMN number,
                              ALTER COLUMN callback_id SET NOT NULL, ALTER COLUMN events DROP DEFAULT,
                              ADD FOREIGN KEY (callback_id) REFERENCES callbacks ON DELETE CASCADE;

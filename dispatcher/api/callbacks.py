@@ -132,7 +132,9 @@ class CallbackAttemptOut(BaseModel):
 
 
 class AttemptOut(CallbackAttemptOut):
-    number: int = Field(description="Which attempt of this delivery it was, from 1")
+    number: int = Field(
+        description="The n-th request that carried this delivery, from 1 (a request sent after its lease was lost counts here, not in attemptCount)"
+    )
 
 
 class AttemptListOut(BaseModel):
@@ -310,7 +312,7 @@ async def list_deliveries(call: Call) -> Any:
     return {"deliveries": [deliveries.delivery_json(r) for r in rows], "nextCursor": cursor}
 
 
-@router.route("GET", "/v1/callbacks/{callbackId}/attempts", summary="A callback's attempt log: every request, oldest first",
+@router.route("GET", "/v1/callbacks/{callbackId}/attempts", summary="A callback's attempt log: every request, in the order recorded",
               scope="events:read", query=AttemptsQuery, response=AttemptListOut, tag="deliveries")  # fmt: skip
 async def list_attempts(call: Call) -> Any:
     q: AttemptsQuery = call.query

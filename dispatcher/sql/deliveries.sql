@@ -65,8 +65,10 @@ RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
 
 -- name: complete
 -- Record outcomes: one attempt row per request ($1-$9, in request order), and per delivery ($10-$14,
--- each with the 1-based number of its request) the attempt appended to its log; its state changes
--- only if this worker still holds it (a lost lease means someone else owns it now).
+-- each with the 1-based number of its request) the attempt appended to its log. Its state changes
+-- only if this worker still holds it: a lost lease means someone else owns it now. One UPDATE decides
+-- both on the row's latest version (a CASE per column), so a lease taken over mid-statement cannot
+-- drop the attempt from the log. Requests of callbacks deleted meanwhile are not logged.
 WITH req AS (
     SELECT nextval(pg_get_serial_sequence('attempts', 'id')) AS attempt_id, r.*
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::timestamptz[], $6::float8[], $7::int[],
@@ -78,26 +80,29 @@ logged AS (
     INSERT INTO attempts (id, account_id, callback_id, webhook_id, events, started_at, duration_ms, status_code,
                           error_kind, response_body)
     OVERRIDING SYSTEM VALUE
-    SELECT attempt_id, account_id, callback_id, webhook_id, events, started_at, duration_ms, code, error_kind, excerpt
-    FROM req
+    SELECT attempt_id, req.account_id, callback_id, webhook_id, events, started_at, duration_ms, code, error_kind,
+           excerpt
+    FROM req JOIN callbacks c ON c.id = req.callback_id
 ),
 u AS (
-    SELECT u.*, req.attempt_id, req.started_at, req.code, req.error_kind
+    SELECT u.*, req.attempt_id, req.started_at, req.code,
+           coalesce(req.error_kind, CASE WHEN req.code BETWEEN 200 AND 299 THEN NULL ELSE 'http_' || req.code END)
+               AS error
     FROM unnest($10::bigint[], $11::bigint[], $12::text[], $13::int[], $14::float8[]) AS u(id, n, status, attempts, delay)
     JOIN req USING (n)
-),
-lost AS (
-    UPDATE deliveries d SET attempt_ids = d.attempt_ids || u.attempt_id
-    FROM u
-    WHERE d.id = u.id AND d.lease_owner IS DISTINCT FROM $15
 )
 UPDATE deliveries d
-SET status = u.status, attempts = u.attempts, next_attempt_at = now() + make_interval(secs => u.delay),
-    lease_owner = NULL, attempt_ids = d.attempt_ids || u.attempt_id, last_attempt_at = u.started_at,
-    last_status_code = u.code,
-    last_error = coalesce(u.error_kind, CASE WHEN u.code BETWEEN 200 AND 299 THEN NULL ELSE 'http_' || u.code END)
+SET attempt_ids = d.attempt_ids || u.attempt_id,
+    status = CASE WHEN d.lease_owner = $15 THEN u.status ELSE d.status END,
+    attempts = CASE WHEN d.lease_owner = $15 THEN u.attempts ELSE d.attempts END,
+    next_attempt_at = CASE WHEN d.lease_owner = $15 THEN now() + make_interval(secs => u.delay)
+                           ELSE d.next_attempt_at END,
+    last_attempt_at = CASE WHEN d.lease_owner = $15 THEN u.started_at ELSE d.last_attempt_at END,
+    last_status_code = CASE WHEN d.lease_owner = $15 THEN u.code ELSE d.last_status_code END,
+    last_error = CASE WHEN d.lease_owner = $15 THEN u.error ELSE d.last_error END,
+    lease_owner = CASE WHEN d.lease_owner = $15 THEN NULL ELSE d.lease_owner END
 FROM u
-WHERE d.id = u.id AND d.lease_owner = $15
+WHERE d.id = u.id
 
 -- name: lock_callbacks
 -- Current health of the callbacks a flush touches. NO KEY UPDATE: the deliveries being inserted for
@@ -132,7 +137,7 @@ WHERE a.account_id = $2
 ORDER BY x.number
 
 -- name: callback_attempts
--- A callback's requests, oldest first, keyset-paginated; $4: true for 2xx answers only, false for
+-- A callback's requests in the order they were recorded, keyset-paginated; $4: true for 2xx answers only, false for
 -- everything else (errors, timeouts, refused addresses), NULL for both.
 SELECT id, started_at, duration_ms, status_code, error_kind, response_body, webhook_id, events
 FROM attempts
@@ -144,7 +149,8 @@ ORDER BY id LIMIT $7
 
 -- name: list_deliveries
 -- A callback's deliveries, oldest first, keyset-paginated.
-SELECT d.*, e.type, e.message_key FROM deliveries d JOIN events e ON e.id = d.event_id
+SELECT d.id, d.event_id, d.callback_id, d.status, d.attempts, d.next_attempt_at, d.last_attempt_at,
+       d.last_status_code, d.last_error, d.created_at, e.type, e.message_key FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.callback_id = $1 AND d.account_id = $2 AND d.id > $3
   AND ($4::text IS NULL OR d.status = $4)
   AND ($5::timestamptz IS NULL OR d.created_at >= $5)

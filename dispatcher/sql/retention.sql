@@ -1,5 +1,6 @@
 -- name: purge_events
--- Old events go with their deliveries and attempts (ON DELETE CASCADE), unless still being delivered.
+-- Old events go with their deliveries (ON DELETE CASCADE), unless still being delivered; the attempt
+-- rows of their requests age out by purge_attempts, with the same retention.
 DELETE FROM events WHERE id IN (
     SELECT e.id FROM events e
     WHERE e.recorded_at < now() - make_interval(secs => $1)
@@ -7,7 +8,7 @@ DELETE FROM events WHERE id IN (
     LIMIT $2)
 
 -- name: purge_attempts
--- Attempt log rows older than the retention (of deliveries that are still kept).
+-- Attempt log rows (one per request) older than the retention.
 DELETE FROM attempts WHERE id IN (
     SELECT id FROM attempts WHERE started_at < now() - make_interval(secs => $1) LIMIT $2)
 

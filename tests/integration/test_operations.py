@@ -119,8 +119,9 @@ async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
 
 async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_numbers(pg_server_url):
     """Version 1 logged one attempt row per delivery; version 2 one per request, listed by each delivery.
-    Old rows become requests of one event, in the order and with the numbers they had (attempt 1 was
-    purged here: the log starts at 2)."""
+    Old rows become requests of one event under the numbers they had, whatever the purge left: here
+    attempt 2 of the first delivery was purged and its attempt 3 logged twice (a lease lost mid-request),
+    and every attempt of the second (still pending, 5 made) is gone, so its next one is still number 6."""
     from dispatcher import deliveries
 
     admin = await asyncpg.connect(pg_server_url)
@@ -131,7 +132,8 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
         conn = await asyncpg.connect(db_url(pg_server_url, name))
         try:
             await db.migrate(conn)
-            await due_deliveries(conn, 2, account="v1")
+            await due_deliveries(conn, 3, account="v1")
+            first, second, third = [r["id"] for r in await conn.fetch("SELECT id FROM deliveries ORDER BY id")]
             await conn.execute(
                 "DROP TABLE attempts; ALTER TABLE deliveries DROP COLUMN attempt_ids; DELETE FROM schema_applied;"
                 " DELETE FROM schema_version WHERE version = 2;"
@@ -140,28 +142,34 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
                 "   started_at timestamptz NOT NULL, duration_ms double precision NOT NULL, status_code integer,"
                 "   error_kind text, response_body text);"
                 " CREATE INDEX attempts_delivery ON attempts (delivery_id, number);"
-                " CREATE INDEX attempts_started ON attempts (started_at);"
-                " INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code, response_body)"
-                " SELECT account_id, id, n, now(), 1.5, CASE n WHEN 3 THEN 200 ELSE 500 END, 'attempt ' || n"
-                " FROM deliveries, generate_series(2, 3) n WHERE id = (SELECT min(id) FROM deliveries)"
+                " CREATE INDEX attempts_started ON attempts (started_at)"
             )
+            for number, body in [(1, "one"), (3, "three"), (3, "three again"), (4, "four")]:
+                await conn.execute(
+                    "INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code,"
+                    " response_body) SELECT account_id, id, $2, now(), 1.5, 500, $3 FROM deliveries WHERE id = $1",
+                    first, number, body,
+                )  # fmt: skip
+            await conn.execute("UPDATE deliveries SET attempts = 4 WHERE id = $1", first)
+            await conn.execute("UPDATE deliveries SET attempts = 5 WHERE id = $1", second)
+
             assert await db.migrate(conn) == db.SCHEMA_VERSION == 2
-            first, second = await conn.fetch("SELECT id, callback_id, account_id FROM deliveries ORDER BY id")
-            logged = await conn.fetch(
-                deliveries.SQL["delivery_attempts"],
-                await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", first["id"]),
-                first["account_id"],
+
+            async def logged(delivery_id: int) -> list[tuple[int, str]]:
+                row = await conn.fetchrow("SELECT account_id, attempt_ids FROM deliveries WHERE id = $1", delivery_id)
+                found = await conn.fetch(deliveries.SQL["delivery_attempts"], row["attempt_ids"], row["account_id"])
+                return [(a["number"], a["response_body"]) for a in found]
+
+            assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
+            assert await conn.fetchval("SELECT cardinality(attempt_ids) FROM deliveries WHERE id = $1", second) == 5
+            assert await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", third) == []
+            assert (
+                await conn.fetchval("SELECT count(*) FROM attempts WHERE events = 1 AND callback_id IS NOT NULL") == 4
             )
-            assert [(a["number"], a["status_code"], a["response_body"], a["events"]) for a in logged] == [
-                (2, 500, "attempt 2", 1),
-                (3, 200, "attempt 3", 1),
-            ]
-            assert {r["callback_id"] for r in await conn.fetch("SELECT callback_id FROM attempts")} == {
-                first["callback_id"]
-            }
-            assert await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", second["id"]) == []
             assert await conn.fetchval("SELECT to_regclass('attempts_delivery')") is None
-            assert await db.migrate(conn) == 2  # again: nothing to do
+            await conn.execute("DELETE FROM schema_applied")
+            assert await db.migrate(conn) == 2  # the whole file again: the conversion does not run twice
+            assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
         finally:
             await conn.close()
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

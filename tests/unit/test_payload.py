@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,3 +66,12 @@ def test_batch_body_is_the_payloads_in_the_order_the_events_occurred_and_its_id_
     assert request_body([earlier, later], batched=True)[0] == webhook_id
     assert webhook_id.startswith("batch_")
     assert request_body([earlier], batched=True)[0] != webhook_id
+
+
+def test_the_claim_strips_exactly_the_keys_the_envelope_adds():
+    """The claim removes the envelope's keys from the event data; the worker adds them back."""
+    from dispatcher.delivery.worker import SQL
+
+    lists = set(re.findall(r"'\{([^}]*)\}'::text\[\]", SQL["claim"]))
+    assert len(lists) == 1
+    assert set(lists.pop().split(",")) == set(json.loads(event_payload(row()))["data"])
