@@ -52,8 +52,9 @@ picked AS (  -- by ctid: the rows are locked by this statement, so the update fi
 )
 UPDATE deliveries d
 SET next_attempt_at = now() + make_interval(secs => $6), lease_owner = $1
-FROM picked, nosync, events e, callbacks c
-WHERE d.ctid = picked.ctid AND e.id = d.event_id AND c.id = d.callback_id
+FROM nosync, events e, callbacks c
+WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM picked))  -- a TID scan: a join may hash the whole table instead
+  AND e.id = d.event_id AND c.id = d.callback_id
 RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
           c.url, c.max_batch_size, c.secrets_version,
           e.id AS event_id, e.type, e.message_key, e.definition_key, e.recipient, e.occurred_at,

@@ -237,7 +237,8 @@ async def test_an_attempt_made_after_the_lease_was_lost_is_logged_but_leaves_the
 
 async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sorting_it(database):
     """A claim costs what it takes, not what is queued: with 20,000 due deliveries for one callback the
-    plan reads them in claim order from the index and stops at the limit."""
+    plan reads them in claim order from the index, stops at the limit, and updates the rows it locked
+    by their physical address (not by hashing the table to join them)."""
     from dispatcher.delivery.worker import SQL
 
     async with database.pool.acquire() as conn:
@@ -252,6 +253,7 @@ async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sort
     sorted_keys = [key for n in plan_nodes for key in n.get("Sort Key", [])]  # random() shuffles callbacks
     assert not [key for key in sorted_keys if "next_attempt_at" in key], sorted_keys
     assert any(n.get("Index Name") == "deliveries_claim" for n in plan_nodes), plan
+    assert any(n["Node Type"] == "Tid Scan" for n in plan_nodes), plan  # the update finds its rows directly
 
 
 async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbacks_health(
