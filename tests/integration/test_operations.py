@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.parse
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -89,32 +91,21 @@ async def test_starting_another_process_on_a_current_schema_takes_no_table_locks
 
 
 async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
-    admin = await asyncpg.connect(pg_server_url)
-    name = "dispatcher_test_empty_migrate"
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {name}")
-        conn = await asyncpg.connect(db_url(pg_server_url, name))
-        try:
-            assert await db.migrate(conn) == db.SCHEMA_VERSION
-            assert await db.migrate(conn) == db.SCHEMA_VERSION  # again: nothing to do
-            assert await conn.fetchval("SELECT to_regclass('deliveries')") is not None
-            # A database set up by an earlier schema.sql (same version number) gets what is new, and
-            # loses the indexes this one replaced.
-            await conn.execute(
-                "DROP INDEX deliveries_claim; DELETE FROM schema_applied;"
-                " CREATE INDEX deliveries_due ON deliveries (callback_id, next_attempt_at) WHERE status = 'pending';"
-                " CREATE INDEX deliveries_created ON deliveries (created_at)"
-            )
-            assert await db.migrate(conn) == db.SCHEMA_VERSION
-            assert await conn.fetchval("SELECT to_regclass('deliveries_claim')") is not None
-            assert await conn.fetchval("SELECT to_regclass('deliveries_due')") is None
-            assert await conn.fetchval("SELECT to_regclass('deliveries_created')") is None
-        finally:
-            await conn.close()
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with scratch_database(pg_server_url, "dispatcher_test_empty_migrate") as conn:
+        assert await db.migrate(conn) == db.SCHEMA_VERSION
+        assert await db.migrate(conn) == db.SCHEMA_VERSION  # again: nothing to do
+        assert await conn.fetchval("SELECT to_regclass('deliveries')") is not None
+        # A database set up by an earlier schema.sql (same version number) gets what is new, and
+        # loses the indexes this one replaced.
+        await conn.execute(
+            "DROP INDEX deliveries_claim; DELETE FROM schema_applied;"
+            " CREATE INDEX deliveries_due ON deliveries (callback_id, next_attempt_at) WHERE status = 'pending';"
+            " CREATE INDEX deliveries_created ON deliveries (created_at)"
+        )
+        assert await db.migrate(conn) == db.SCHEMA_VERSION
+        assert await conn.fetchval("SELECT to_regclass('deliveries_claim')") is not None
+        assert await conn.fetchval("SELECT to_regclass('deliveries_due')") is None
+        assert await conn.fetchval("SELECT to_regclass('deliveries_created')") is None
 
 
 async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_numbers(pg_server_url):
@@ -124,52 +115,56 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
     and every attempt of the second (still pending, 5 made) is gone, so its next one is still number 6."""
     from dispatcher import deliveries
 
-    admin = await asyncpg.connect(pg_server_url)
-    name = "dispatcher_test_migrate_v1"
+    async with scratch_database(pg_server_url, "dispatcher_test_migrate_v1") as conn:
+        await db.migrate(conn)
+        await due_deliveries(conn, 3, account="v1")
+        first, second, third = [r["id"] for r in await conn.fetch("SELECT id FROM deliveries ORDER BY id")]
+        await conn.execute(
+            "DROP TABLE attempts; ALTER TABLE deliveries DROP COLUMN attempt_ids; DELETE FROM schema_applied;"
+            " DELETE FROM schema_version WHERE version = 2;"
+            " CREATE TABLE attempts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL,"
+            "   delivery_id bigint NOT NULL REFERENCES deliveries ON DELETE CASCADE, number integer NOT NULL,"
+            "   started_at timestamptz NOT NULL, duration_ms double precision NOT NULL, status_code integer,"
+            "   error_kind text, response_body text);"
+            " CREATE INDEX attempts_delivery ON attempts (delivery_id, number);"
+            " CREATE INDEX attempts_started ON attempts (started_at)"
+        )
+        for number, body in [(1, "one"), (3, "three"), (3, "three again"), (4, "four")]:
+            await conn.execute(
+                "INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code,"
+                " response_body) SELECT account_id, id, $2, now(), 1.5, 500, $3 FROM deliveries WHERE id = $1",
+                first, number, body,
+            )  # fmt: skip
+        await conn.execute("UPDATE deliveries SET attempts = 4 WHERE id = $1", first)
+        await conn.execute("UPDATE deliveries SET attempts = 5 WHERE id = $1", second)
+
+        assert await db.migrate(conn) == db.SCHEMA_VERSION == 2
+
+        async def logged(delivery_id: int) -> list[tuple[int, str]]:
+            row = await conn.fetchrow("SELECT account_id, attempt_ids FROM deliveries WHERE id = $1", delivery_id)
+            found = await conn.fetch(deliveries.SQL["delivery_attempts"], row["attempt_ids"], row["account_id"])
+            return [(a["number"], a["response_body"]) for a in found]
+
+        assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
+        assert await conn.fetchval("SELECT cardinality(attempt_ids) FROM deliveries WHERE id = $1", second) == 5
+        assert await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", third) == []
+        assert await conn.fetchval("SELECT count(*) FROM attempts WHERE events = 1 AND callback_id IS NOT NULL") == 4
+        assert await conn.fetchval("SELECT to_regclass('attempts_delivery')") is None
+        await conn.execute("DELETE FROM schema_applied")
+        assert await db.migrate(conn) == 2  # the whole file again: the conversion does not run twice
+        assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(server_url: str, name: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a new, empty database on the test server, dropped afterwards."""
+    admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.execute(f"CREATE DATABASE {name}")
-        conn = await asyncpg.connect(db_url(pg_server_url, name))
+        conn = await asyncpg.connect(db_url(server_url, name))
         try:
-            await db.migrate(conn)
-            await due_deliveries(conn, 3, account="v1")
-            first, second, third = [r["id"] for r in await conn.fetch("SELECT id FROM deliveries ORDER BY id")]
-            await conn.execute(
-                "DROP TABLE attempts; ALTER TABLE deliveries DROP COLUMN attempt_ids; DELETE FROM schema_applied;"
-                " DELETE FROM schema_version WHERE version = 2;"
-                " CREATE TABLE attempts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL,"
-                "   delivery_id bigint NOT NULL REFERENCES deliveries ON DELETE CASCADE, number integer NOT NULL,"
-                "   started_at timestamptz NOT NULL, duration_ms double precision NOT NULL, status_code integer,"
-                "   error_kind text, response_body text);"
-                " CREATE INDEX attempts_delivery ON attempts (delivery_id, number);"
-                " CREATE INDEX attempts_started ON attempts (started_at)"
-            )
-            for number, body in [(1, "one"), (3, "three"), (3, "three again"), (4, "four")]:
-                await conn.execute(
-                    "INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code,"
-                    " response_body) SELECT account_id, id, $2, now(), 1.5, 500, $3 FROM deliveries WHERE id = $1",
-                    first, number, body,
-                )  # fmt: skip
-            await conn.execute("UPDATE deliveries SET attempts = 4 WHERE id = $1", first)
-            await conn.execute("UPDATE deliveries SET attempts = 5 WHERE id = $1", second)
-
-            assert await db.migrate(conn) == db.SCHEMA_VERSION == 2
-
-            async def logged(delivery_id: int) -> list[tuple[int, str]]:
-                row = await conn.fetchrow("SELECT account_id, attempt_ids FROM deliveries WHERE id = $1", delivery_id)
-                found = await conn.fetch(deliveries.SQL["delivery_attempts"], row["attempt_ids"], row["account_id"])
-                return [(a["number"], a["response_body"]) for a in found]
-
-            assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
-            assert await conn.fetchval("SELECT cardinality(attempt_ids) FROM deliveries WHERE id = $1", second) == 5
-            assert await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", third) == []
-            assert (
-                await conn.fetchval("SELECT count(*) FROM attempts WHERE events = 1 AND callback_id IS NOT NULL") == 4
-            )
-            assert await conn.fetchval("SELECT to_regclass('attempts_delivery')") is None
-            await conn.execute("DELETE FROM schema_applied")
-            assert await db.migrate(conn) == 2  # the whole file again: the conversion does not run twice
-            assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
+            yield conn
         finally:
             await conn.close()
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
