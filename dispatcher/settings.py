@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     claim_batch: int = Field(1000, description="Most deliveries claimed in one round trip.")
     lease_seconds: float = Field(300.0, description="A claimed delivery returns to the queue after this.")
     poll_interval: float = Field(1.0, description="Worker poll interval (LISTEN/NOTIFY wakes it sooner).")
+    claim_interval: float = Field(
+        0.005, ge=0, description="Least seconds between a worker's claims: wakes closer together share one claim."
+    )
     batch_linger: float = Field(0.2, description="Seconds a partial batch waits to fill up.")
     verification_timeout: float = 30.0
 

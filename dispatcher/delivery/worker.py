@@ -87,6 +87,7 @@ class DeliveryWorker:
         self._stopping = False
         self._closed = False
         self._notified = False
+        self._claimed_at = -1e9  # monotonic start of the last claim
         self._tasks: dict[asyncio.Task[None], Job] = {}  # requests in flight
         self._waiting: defaultdict[int, deque[Job]] = defaultdict(deque)  # claimed, not started, per callback
         self._running: defaultdict[int, int] = defaultdict(int)  # requests in flight per callback
@@ -160,7 +161,7 @@ class DeliveryWorker:
         while not self._stopping:
             try:
                 await self._listen()
-                claimed = await self._claim() if self._budget() >= self._topup else []
+                claimed = await self._paced_claim() if self._budget() >= self._topup else []
                 failures = 0
             except Exception as exc:  # the loop must outlive any failure; the database may be restarting
                 failures += 1
@@ -188,6 +189,16 @@ class DeliveryWorker:
 
     def _held_by(self, callback_id: int) -> int:
         return self._running.get(callback_id, 0) + len(self._waiting.get(callback_id, ()))
+
+    async def _paced_claim(self) -> list[asyncpg.Record]:
+        """Claim, but not sooner than `claim_interval` after the previous claim began. Under a steady
+        trickle every commit's NOTIFY and every finished request wakes the loop: without this, each
+        would cost a claim of a row or none (about half a millisecond of PostgreSQL each)."""
+        wait = self._claimed_at + self.settings.claim_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._claimed_at = time.monotonic()
+        return await self._claim()
 
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings

@@ -159,6 +159,33 @@ async def test_event_reaches_the_subscribed_callback_signed_per_standard_webhook
     assert abs(int(req.headers["webhook-timestamp"]) - time.time()) < 60
 
 
+async def test_a_burst_of_events_wakes_the_worker_for_a_claim_per_claim_interval_not_per_event(
+    database, settings, aiohttp_client, receiver: Receiver
+):
+    """Every commit notifies the worker; wakes within `claim_interval` of the last claim share the next."""
+    from dispatcher.api.keys import SERVICES
+
+    interval = 0.5
+    app = create_app(settings.model_copy(update={"claim_interval": interval}), database=database)
+    api = Api(await aiohttp_client(app), await make_key(database, "acme"))
+    await setup_callback(api, receiver)
+    [worker] = [s for s in app[SERVICES]["running"] if type(s).__name__ == "DeliveryWorker"]
+    claims = 0
+    claim = worker._claim
+
+    async def counted():  # a spy on our own method: the claims still go to the real database
+        nonlocal claims
+        claims += 1
+        return await claim()
+
+    worker._claim = counted
+    started = time.monotonic()
+    for i in range(20):
+        await post_event(api, f"m-{i}")
+    await receiver.wait_for(20)
+    assert claims <= (time.monotonic() - started) / interval + 2
+
+
 @pytest.mark.parametrize(
     "occurred",
     ["2026-01-02T03:04:05.120000+00:00", "2026-01-02T03:04:05+00:00", "2026-01-02T04:04:05.000001+01:00"],
