@@ -100,6 +100,11 @@ async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> Pri
     return Principal(row["id"], row["account_id"], tuple(row["scopes"]), tuple(row["allowed_cidrs"]))
 
 
+async def touch_keys(conn: asyncpg.Connection | asyncpg.Pool, key_ids: list[int]) -> None:
+    """Record that these keys were just used (shown by `dispatcher keys list`)."""
+    await conn.execute(SQL["touch_keys"], key_ids)
+
+
 async def bootstrap(conn: asyncpg.Connection) -> str | None:
     """On an empty database create the `default` account and a `*` key; return the key, else None."""
     async with conn.transaction():

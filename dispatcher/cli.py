@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             for k in await accounts.list_keys(conn, account["id"]):
                 state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else "active"
                 cidrs = ",".join(map(str, k["allowed_cidrs"])) or "any"
-                print(f"{k['id']}\t{k['prefix']}…\t{','.join(k['scopes'])}\t{cidrs}\t{state}")
+                used = f"last used {k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never used"
+                print(f"{k['id']}\t{k['prefix']}…\t{','.join(k['scopes'])}\t{cidrs}\t{state}\t{used}")
             return 0
         if await accounts.revoke_key(conn, args.key_id):
             _err(f"revoked key {args.key_id}")

@@ -42,6 +42,8 @@ def queries(concept: str) -> dict[str, str]:
     text = resources.files("dispatcher").joinpath("sql", f"{concept}.sql").read_text()
     parts = _BLOCK.split(text)
     blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    if len(blocks) != len(parts) // 2:
+        raise ValueError(f"sql/{concept}.sql names a query twice")
 
     def use(m: re.Match[str]) -> str:
         return blocks[m[2]] if m[1] == concept else queries(m[1])[m[2]]

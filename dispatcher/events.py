@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -179,36 +180,59 @@ def event_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def record_events(
-    conn: asyncpg.Connection, account_id: int, events: list[NewEvent]
+    conn: asyncpg.Connection, account_id: int, events: Sequence[NewEvent]
 ) -> tuple[list[asyncpg.Record], int]:
     """Store events and their deliveries in one statement (atomic on its own, or part of the caller's
     transaction). Returns the rows in input order (the original row for a client id already stored)
     and how many were new."""
+    return (await record_groups(conn, [(account_id, events)]))[0]
+
+
+async def record_groups(
+    conn: asyncpg.Connection, groups: Sequence[tuple[int, Sequence[NewEvent]]]
+) -> list[tuple[list[asyncpg.Record], int]]:
+    """`record_events` for several producers, each with its account, in one statement: per group, its
+    rows in input order and how many were new. A client id stored before, or by an earlier group of
+    the same account, answers with the stored row and does not count as new."""
     now = datetime.now(UTC)
+    flat = [(account, e) for account, events in groups for e in events]
     rows = await conn.fetch(
         SQL["record_events"],
-        account_id,
-        [e.client_id for e in events],
-        [e.type for e in events],
-        [e.message_key for e in events],
-        [e.definition_key for e in events],
-        [e.recipient for e in events],
-        [e.occurred_at or now for e in events],
-        [e.data for e in events],
+        [account for account, _ in flat],
+        [e.client_id for _, e in flat],
+        [e.type for _, e in flat],
+        [e.message_key for _, e in flat],
+        [e.definition_key for _, e in flat],
+        [e.recipient for _, e in flat],
+        [e.occurred_at or now for _, e in flat],
+        [e.data for _, e in flat],
     )
-    if len(rows) == len(events):
-        return sorted(rows, key=lambda r: r["id"]), len(rows)
-
-    # Some client ids were already stored (or repeated in this batch): answer with the originals.
-    inserted = sorted(rows, key=lambda r: r["id"])
-    by_client = {r["client_id"]: r for r in inserted if r["client_id"] is not None}
-    missing = [e.client_id for e in events if e.client_id is not None and e.client_id not in by_client]
-    if missing:
-        for r in await conn.fetch(SQL["events_by_client_id"], account_id, missing):
-            by_client[r["client_id"]] = r
-    fresh = iter(r for r in inserted if r["client_id"] is None)
-    ordered = [by_client[e.client_id] if e.client_id is not None else next(fresh) for e in events]
-    return ordered, len(rows)
+    inserted = sorted(rows, key=lambda r: r["id"])  # ids follow input order
+    fresh = iter(r for r in inserted if r["client_id"] is None)  # only client ids can be skipped
+    stored = {(r["account_id"], r["client_id"]): r for r in inserted if r["client_id"] is not None}
+    unclaimed = set(stored)  # the first event with a new client id is the one that created it
+    missing: dict[int, list[str]] = {}
+    plans: list[tuple[list[asyncpg.Record | tuple[int, str]], int]] = []
+    for account, events in groups:
+        plan: list[asyncpg.Record | tuple[int, str]] = []
+        created = 0
+        for e in events:
+            if e.client_id is None:
+                plan.append(next(fresh))
+                created += 1
+                continue
+            key = (account, e.client_id)
+            plan.append(key)
+            if key in unclaimed:
+                unclaimed.discard(key)
+                created += 1
+            elif key not in stored:
+                missing.setdefault(account, []).append(e.client_id)
+        plans.append((plan, created))
+    for account, client_ids in missing.items():
+        for r in await conn.fetch(SQL["events_by_client_id"], account, client_ids):
+            stored[(account, r["client_id"])] = r
+    return [([stored[x] if isinstance(x, tuple) else x for x in plan], created) for plan, created in plans]
 
 
 # --- history -------------------------------------------------------------------------------------

@@ -10,21 +10,23 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatcher import accounts, crypto, db
+from dispatcher import accounts, crypto, db, events
 from dispatcher.api import callbacks as callbacks_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api import sending as sending_api
 from dispatcher.api.auth import KEY_CACHE, RATE_LIMITER, KeyCache, TokenBuckets, authorize
-from dispatcher.api.keys import DB, KEYRING, METRICS, OUTBOUND, SERVICES, SETTINGS
+from dispatcher.api.keys import DB, EVENT_WRITER, KEYRING, METRICS, OUTBOUND, SEND_WRITER, SERVICES, SETTINGS
 from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
 from dispatcher.delivery import outbound
 from dispatcher.delivery.worker import DeliveryWorker
 from dispatcher.errors import NotFound
+from dispatcher.group_commit import GroupWriter
 from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
 from dispatcher.retention import Purger
+from dispatcher.sending import service as sending_service
 from dispatcher.sending.sender import MailSender
 from dispatcher.settings import Settings
 
@@ -41,18 +43,15 @@ def _wrap(route: Route) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
         if any("\x00" in v for v in request.match_info.values()):
             raise NotFound("not found")
-        if route.hold_conn and route.scope:
-            async with request.app[DB].pool.acquire() as conn:
-                return await run(request, await authorize(request, route.scope, conn), conn)
-        return await run(request, await authorize(request, route.scope) if route.scope else None, None)
+        return await run(request, await authorize(request, route.scope) if route.scope else None)
 
-    async def run(request: web.Request, principal: Any, conn: Any) -> web.StreamResponse:
+    async def run(request: web.Request, principal: Any) -> web.StreamResponse:
         body = None
         if route.body is not None:
             data = await read_json(request, route.max_body or request.app[SETTINGS].max_body_bytes)
             body = data if route.raw_body else validate(route.body, data)
         query = validate(route.query, query_dict(request, route.query)) if route.query is not None else None
-        result = await route.handler(Call(request, principal, body, query, conn))
+        result = await route.handler(Call(request, principal, body, query))
         if isinstance(result, web.StreamResponse):
             return result
         return json_response(result, route.status)
@@ -96,6 +95,8 @@ async def _lifecycle(
     if role != "worker":
         app[KEY_CACHE] = KeyCache(app[DB])
         await app[KEY_CACHE].start()
+        app[EVENT_WRITER] = GroupWriter(app[DB].pool, events.record_groups, max_items=1000)
+        app[SEND_WRITER] = GroupWriter(app[DB].pool, sending_service.accept_groups, max_items=1000)
     services = [factory(app) for factory in background_services(role)]
     app[SERVICES]["running"] = services
     for service in services:
@@ -111,6 +112,9 @@ async def _lifecycle(
         await asyncio.gather(*verifications, return_exceptions=True)
         await app[OUTBOUND].close()
         await asyncio.sleep(0)  # let the closed connections' transports finish closing on this loop
+        for writer in (EVENT_WRITER, SEND_WRITER):
+            if writer in app:
+                await app[writer].aclose()
         if KEY_CACHE in app:
             await app[KEY_CACHE].stop()
         if owned:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -15,6 +14,9 @@ from dispatcher.accounts import Principal
 from dispatcher.api.keys import DB, PRINCIPAL, SETTINGS
 from dispatcher.db import DB_ERRORS, Database
 from dispatcher.errors import Forbidden, RateLimited, Unauthorized
+from dispatcher.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -59,6 +61,8 @@ class KeyCache:
         self.generation = 0
         self._reconnecting: asyncio.Task[None] | None = None
         self._last_attempt = 0.0
+        self._used: set[int] = set()
+        self._noting: asyncio.Task[None] | None = None
 
     @property
     def live(self) -> bool:
@@ -80,6 +84,22 @@ class KeyCache:
                 self._entries.clear()
             self._entries[key_hash] = (principal, time.monotonic() + self.ttl)
 
+    def used(self, key_id: int) -> None:
+        """Note that a key looked up in the database was used. Written in the background, one statement
+        at a time: authentication never waits for (or fails on) a write. Lookups happen once per cache
+        entry, so this is about once per key per process every `ttl` seconds."""
+        self._used.add(key_id)
+        if self._noting is None or self._noting.done():
+            self._noting = asyncio.create_task(self._note_used())
+
+    async def _note_used(self) -> None:
+        while self._used:
+            key_ids, self._used = sorted(self._used), set()
+            try:
+                await accounts.touch_keys(self.db.pool, key_ids)
+            except DB_ERRORS as exc:  # only the bookkeeping is lost
+                log.warning("could not record when API keys were last used", error=str(exc) or type(exc).__name__)
+
     def _forget(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.generation += 1
         self._entries.pop(bytes.fromhex(payload), None)
@@ -100,6 +120,8 @@ class KeyCache:
             self._listener = None  # no cache then; every request authenticates against the database
 
     async def stop(self) -> None:
+        if self._noting is not None:
+            await asyncio.gather(self._noting, return_exceptions=True)
         if self._reconnecting is not None:
             self._reconnecting.cancel()
             await asyncio.gather(self._reconnecting, return_exceptions=True)
@@ -110,7 +132,7 @@ class KeyCache:
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 
 
-async def authorize(request: web.Request, scope: str, conn: Any = None) -> Principal:
+async def authorize(request: web.Request, scope: str) -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -123,9 +145,10 @@ async def authorize(request: web.Request, scope: str, conn: Any = None) -> Princ
     principal = cache.get(key_hash) if cache else None
     if principal is None:
         generation = cache.generation if cache else 0
-        principal = await accounts.authenticate(conn or request.app[DB].pool, key)
+        principal = await accounts.authenticate(request.app[DB].pool, key)
         if principal is not None and cache:
             cache.put(key_hash, principal, generation)
+            cache.used(principal.key_id)
     if principal is None:
         raise Unauthorized("invalid or revoked API key")
     request[PRINCIPAL] = principal

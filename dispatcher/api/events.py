@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from dispatcher import events
-from dispatcher.api.keys import DB, METRICS
+from dispatcher.api.keys import DB, EVENT_WRITER, METRICS
 from dispatcher.api.routing import Call, Router, json_response, validate
 from dispatcher.errors import InvalidRequest, NotFound
 
@@ -71,13 +71,15 @@ class MessageOut(BaseModel):
 
 @router.route(
     "POST", "/v1/events", summary="Record one event or a batch (all or nothing)", scope="events:write",
-    body=EventsBody, response=EventOut | EventBatchOut, status=201, tag="events", raw_body=True, hold_conn=True,
+    body=EventsBody, response=EventOut | EventBatchOut, status=201, tag="events", raw_body=True,
 )  # fmt: skip
 async def post_events(call: Call) -> Any:
     items, is_batch = parse_events_body(call.body)
     new = [events.NewEvent.from_api(e) for e in items]
     assert call.principal is not None
-    rows, created = await events.record_events(call.conn, call.principal.account_id, new)
+    rows, created = await call.app[EVENT_WRITER].write(
+        (call.principal.account_id, new), items=len(new), nbytes=call.request.content_length or 0
+    )
     counter = call.app[METRICS].events
     for e in new:
         counter.labels(e.type).inc()

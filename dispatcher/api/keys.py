@@ -10,6 +10,7 @@ from aiohttp import web
 from dispatcher.accounts import Principal
 from dispatcher.crypto import Keyring
 from dispatcher.db import Database
+from dispatcher.group_commit import GroupWriter
 from dispatcher.metrics import Metrics
 from dispatcher.settings import Settings
 
@@ -21,3 +22,6 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 METRICS = web.AppKey("metrics", Metrics)
 KEYRING = web.AppKey("keyring", Keyring)
 OUTBOUND = web.AppKey("outbound", aiohttp.ClientSession)
+# group commit (dispatcher/group_commit.py): POST /v1/events and POST /v1/messages/{key}
+EVENT_WRITER = web.AppKey("event_writer", GroupWriter)
+SEND_WRITER = web.AppKey("send_writer", GroupWriter)

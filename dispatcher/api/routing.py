@@ -39,7 +39,6 @@ class Route:
     tag: str = "default"
     raw_body: bool = False
     max_body: int | None = None  # bytes; None: DISPATCHER_MAX_BODY_BYTES
-    hold_conn: bool = False  # hand the connection used to authenticate on to the handler
 
 
 @dataclass
@@ -48,7 +47,6 @@ class Call:
     principal: Principal | None
     body: Any
     query: Any
-    conn: Any = None  # set for routes with hold_conn: one connection for auth and the work
 
     @property
     def app(self) -> web.Application:

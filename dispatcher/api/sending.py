@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from dispatcher import events
 from dispatcher.api.events import MessageOut, MessageQuery, message_history
-from dispatcher.api.keys import DB, KEYRING, SETTINGS
+from dispatcher.api.keys import DB, KEYRING, SEND_WRITER, SETTINGS
 from dispatcher.api.routing import Call, Router, json_response, validate
 from dispatcher.errors import Conflict, InvalidRequest, NotFound
 from dispatcher.sending import models, service, tracking
@@ -104,15 +104,18 @@ async def delete_definition(call: Call) -> Any:
 
 
 @router.route("POST", "/v1/messages/{messageKey:[^/]+}", summary="Send one message (202 after commit)", scope="messages:send",
-              body=models.SendRequest, response=SendOut, status=202, tag="sending", max_body=SEND_MAX_BODY,
-              hold_conn=True)  # fmt: skip
+              body=models.SendRequest, response=SendOut, status=202, tag="sending", max_body=SEND_MAX_BODY)  # fmt: skip
 async def send_message(call: Call) -> Any:
     key = _message_key(call)
     body: models.SendRequest = call.body
-    conn = call.conn
     if body.definitionKey:
-        service.check_content(body, await service.get_definition(conn, _account(call), body.definitionKey))
-    accepted, existing = await service.accept(conn, _account(call), body.definitionKey, [service.plan_send(key, body)])
+        async with call.app[DB].pool.acquire() as conn:
+            definition = await service.get_definition(conn, _account(call), body.definitionKey)
+        service.check_content(body, definition)
+    send = service.plan_send(key, body)
+    accepted, existing = await call.app[SEND_WRITER].write(
+        (_account(call), body.definitionKey, [send]), nbytes=call.request.content_length or 0
+    )
     if key in existing:
         raise Conflict(
             "a message with this messageKey already exists", field="messageKey", extra={"status": existing[key]}

@@ -3,6 +3,7 @@ its `queued` event in the same transaction), drafts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -125,24 +126,47 @@ def check_content(body: SendRequest | None, definition: asyncpg.Record | None) -
 
 
 async def accept(
-    conn: asyncpg.Connection, account_id: int, definition_key: str | None, sends: list[NewSend]
+    conn: asyncpg.Connection, account_id: int, definition_key: str | None, sends: Sequence[NewSend]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Store sends with their `queued` events (drafts get none) in one statement: atomic on its own,
     or part of the caller's transaction. Returns ({key: status} accepted, {key: existing status} for
     keys already used)."""
+    return (await accept_groups(conn, [(account_id, definition_key, sends)]))[0]
+
+
+async def accept_groups(
+    conn: asyncpg.Connection, groups: Sequence[tuple[int, str | None, Sequence[NewSend]]]
+) -> list[tuple[dict[str, str], dict[str, str]]]:
+    """`accept` for several requests, each with its account and definition, in one statement. A key
+    used by an earlier group of the same account is taken, as if that group had come first."""
+    flat = [(account, definition, s) for account, definition, sends in groups for s in sends]
     rows = await conn.fetch(
-        SQL["accept_sends"], account_id, definition_key,
-        [s.message_key for s in sends], [s.status for s in sends], [s.request for s in sends],
-        [s.recipient for s in sends], [s.send_at for s in sends],
+        SQL["accept_sends"], [a for a, _, _ in flat], [d for _, d, _ in flat], [s.message_key for _, _, s in flat],
+        [s.status for _, _, s in flat], [s.request for _, _, s in flat], [s.recipient for _, _, s in flat],
+        [s.send_at for _, _, s in flat],
     )  # fmt: skip
-    accepted = {r["message_key"]: r["status"] for r in rows}
-    taken = [s.message_key for s in sends if s.message_key not in accepted]
-    existing = (
-        {r["message_key"]: r["status"] for r in await conn.fetch(SQL["message_statuses"], account_id, taken)}
-        if taken
-        else {}
-    )
-    return accepted, existing
+    inserted = {(r["account_id"], r["message_key"]): r["status"] for r in rows}
+    unclaimed = set(inserted)  # the first group with a new key is the one that stored it
+    results: list[tuple[dict[str, str], dict[str, str]]] = []
+    taken: dict[int, set[str]] = {}
+    for account, _, sends in groups:
+        accepted: dict[str, str] = {}
+        for s in sends:
+            if (account, s.message_key) in unclaimed:
+                unclaimed.discard((account, s.message_key))
+                accepted[s.message_key] = inserted[(account, s.message_key)]
+            elif s.message_key not in accepted:
+                taken.setdefault(account, set()).add(s.message_key)
+        results.append((accepted, {}))
+    existing: dict[tuple[int, str], str] = {}
+    for account, keys in taken.items():
+        for r in await conn.fetch(SQL["message_statuses"], account, list(keys)):
+            existing[(account, r["message_key"])] = r["status"]
+    for (account, _, sends), (accepted, found) in zip(groups, results, strict=True):
+        for s in sends:
+            if s.message_key not in accepted and (account, s.message_key) in existing:
+                found[s.message_key] = existing[(account, s.message_key)]
+    return results
 
 
 async def get_message(conn: asyncpg.Connection, account_id: int, key: str) -> asyncpg.Record | None:

@@ -38,6 +38,7 @@ SELECT id, pg_notify('dispatcher_keys', encode(key_hash, 'hex')) FROM revoked
 SELECT k.id, k.account_id, k.scopes, k.allowed_cidrs
 FROM api_keys k WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 
--- name: touch_key
--- Throttled bookkeeping of when a key was last used.
-UPDATE api_keys SET last_used_at = now() WHERE id = $1
+-- name: touch_keys
+-- Note that keys were used (to the minute: a busy key is not rewritten on every lookup).
+UPDATE api_keys SET last_used_at = now()
+WHERE id = ANY($1::bigint[]) AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')

@@ -1,14 +1,16 @@
 -- name: record_events
--- The one way to record events: insert a batch in input order (a client id already stored for the
--- account is skipped), write the outbox rows and wake the workers (see fan_out) -- one statement,
--- one round trip.
+-- The one way to record events: insert a batch in input order, each event for its account (a client id
+-- already stored for the account is skipped), write the outbox rows and wake the workers (see fan_out)
+-- -- one statement, one round trip.
 WITH new_events AS (
-    SELECT $1::bigint AS account_id, t.*
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[])
-         WITH ORDINALITY AS t(client_id, type, message_key, definition_key, recipient, occurred_at, data, ord)
+    SELECT t.*
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                $8::jsonb[])
+         WITH ORDINALITY AS t(account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data,
+                              ord)
 ),
 -- use: events.fan_out
-SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data,
+SELECT id, account_id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data,
        (SELECT count(*) FROM woke) AS woke
 FROM ins
 

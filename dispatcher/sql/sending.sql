@@ -40,13 +40,13 @@ UPDATE messages SET next_attempt_at = now(), lease_owner = NULL
 WHERE account_id = $1 AND definition_key = $2 AND status = 'queued'
 
 -- name: accept_sends
--- Accept sends with their `queued` events (drafts get none) and wake the senders -- one statement.
--- An existing message key is left alone (the caller answers 409 for it).
+-- Accept sends, each for its account, with their `queued` events (drafts get none) and wake the
+-- senders -- one statement. An existing message key is left alone (the caller answers 409 for it).
 WITH m AS (
     INSERT INTO messages (account_id, message_key, definition_key, status, request, recipient, next_attempt_at)
-    SELECT $1, t.message_key, $2, t.status, t.request, t.recipient, t.next_at
-    FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[])
-         WITH ORDINALITY AS t(message_key, status, request, recipient, next_at, ord)
+    SELECT t.account_id, t.message_key, t.definition_key, t.status, t.request, t.recipient, t.next_at
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[])
+         WITH ORDINALITY AS t(account_id, definition_key, message_key, status, request, recipient, next_at, ord)
     ORDER BY t.ord
     ON CONFLICT (account_id, message_key) DO NOTHING
     RETURNING id, account_id, message_key, definition_key, recipient, status
@@ -60,7 +60,7 @@ new_events AS (
 , told AS (
     SELECT pg_notify('dispatcher_messages', '') FROM (SELECT 1 FROM m WHERE status = 'queued' LIMIT 1) any_due
 )
-SELECT message_key, status, (SELECT count(*) FROM woke) + (SELECT count(*) FROM told) AS woke FROM m
+SELECT account_id, message_key, status, (SELECT count(*) FROM woke) + (SELECT count(*) FROM told) AS woke FROM m
 
 -- name: message_statuses
 -- Existing messages by key (for 409 answers).
@@ -117,20 +117,6 @@ UPDATE messages m SET status = u.status, attempts = m.attempts + u.tried, lease_
 FROM unnest($2::bigint[], $3::text[], $4::int[], $5::float8[], $6::jsonb[], $7::boolean[])
      AS u(id, status, tried, delay, rendered, redact)
 WHERE m.id = u.id AND m.lease_owner = $1
-
--- name: suppressed
--- Which of these (account, address) pairs are on a suppression list.
-SELECT s.account_id, s.address FROM suppressions s
-JOIN unnest($1::bigint[], $2::text[]) AS q(account_id, address) USING (account_id, address)
-
--- name: finish_message
--- The outcome of a send attempt.
-UPDATE messages SET status = $3, attempts = attempts + 1, lease_owner = NULL,
-    next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $4) END,
-    rendered = coalesce($5, rendered),
-    request = CASE WHEN $6 THEN jsonb_build_object('redacted', true) ELSE request END,
-    sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END
-WHERE id = $1 AND lease_owner = $2
 
 -- name: suppress
 -- Add an address to the account's suppression list.

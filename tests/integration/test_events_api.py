@@ -276,6 +276,28 @@ async def test_keys_are_stored_only_as_hashes(api: Api, database):
         assert len(row["prefix"]) < 12
 
 
+async def test_a_keys_last_use_is_recorded_in_the_background_without_a_write_per_request(
+    api: Api, other_api: Api, database
+):
+    async def last_used(name: str):
+        return tuple(await database.pool.fetchrow(
+            "SELECT k.last_used_at, k.xmin::text FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+            " WHERE a.name = $1", name))  # fmt: skip
+
+    assert (await last_used("acme"))[0] is None
+    await api.get("/v1/events")  # looked up in the database: noted in the background
+
+    async def noted():
+        return (await last_used("acme"))[0] is not None
+
+    await wait_until(noted)
+    used, version = await last_used("acme")
+    await api.get("/v1/events")
+    await api.get("/v1/events")
+    assert await last_used("acme") == (used, version)  # the cached key is not written again
+    assert (await last_used("globex"))[0] is None  # a key never used says so
+
+
 async def test_body_that_is_not_json_is_400_and_wrong_content_type_415(api: Api):
     h = {"Authorization": f"Bearer {api.key}"}
     resp = await api.client.post("/v1/events", data=b"{not json", headers={**h, "Content-Type": "application/json"})
@@ -341,3 +363,61 @@ async def test_openapi_document_covers_every_route(app_client):
     assert registered == documented
     body = doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "anyOf" in body or "oneOf" in body
+
+
+# --- group commit: concurrent requests share a statement and a commit -----------------------------
+
+
+async def test_concurrent_posts_from_two_accounts_each_get_their_own_events(api: Api, other_api: Api, database):
+    posts = [(a, {"id": "same-id", "type": "sent", "messageKey": f"{n}-{i}"})
+             for i in range(15) for a, n in ((api, "acme"), (other_api, "globex"))]  # fmt: skip
+    results = await asyncio.gather(*(a.post("/v1/events", body) for a, body in posts))
+    for name, client in (("acme", api), ("globex", other_api)):
+        answers = [body for (a, _), (_, body) in zip(posts, results, strict=True) if a is client]
+        statuses = sorted(s for (a, _), (s, _) in zip(posts, results, strict=True) if a is client)
+        assert statuses == [200] * 14 + [201]  # the id is stored once per account, whoever came first
+        assert {b["eventId"] for b in answers} == {answers[0]["eventId"]}
+        [creator] = [body for (a, body), (s, _) in zip(posts, results, strict=True) if a is client and s == 201]
+        assert answers[0]["messageKey"] == creator["messageKey"]  # 201 went to the request that stored it
+        assert answers[0]["messageKey"].startswith(name)
+        _, listed = await client.get("/v1/events")
+        assert [e["eventId"] for e in listed["events"]] == [answers[0]["eventId"]]
+
+
+async def writer_with(database, requests):
+    from dispatcher.events import record_groups
+    from dispatcher.group_commit import GroupWriter
+
+    writer = GroupWriter(database.pool, record_groups, max_items=1000)
+    try:
+        return await asyncio.gather(*(writer.write(r, items=len(r[1])) for r in requests), return_exceptions=True)
+    finally:
+        await writer.aclose()
+
+
+async def test_requests_arriving_together_are_committed_together(api: Api, database):
+    from dispatcher.events import NewEvent
+
+    account = await database.pool.fetchval("SELECT id FROM accounts WHERE name = 'acme'")
+    requests = [(account, [NewEvent("sent", f"m-{i}", {"n": i})]) for i in range(40)]
+    results = await writer_with(database, requests)
+    assert [rows[0]["message_key"] for rows, _ in results] == [f"m-{i}" for i in range(40)]
+    assert all(created == 1 for _, created in results)
+    # rows one transaction wrote carry its id: far fewer transactions than requests
+    commits = await database.pool.fetchval("SELECT count(DISTINCT xmin::text) FROM events")
+    assert commits <= 4
+
+
+async def test_one_failing_request_does_not_fail_the_others_in_its_group(api: Api, database):
+    import asyncpg
+
+    from dispatcher.events import NewEvent
+
+    account = await database.pool.fetchval("SELECT id FROM accounts WHERE name = 'acme'")
+    gone = account + 1000  # no such account (deleted while its request was on its way)
+    requests = [(gone if i == 7 else account, [NewEvent("sent", f"m-{i}", {})]) for i in range(20)]
+    results = await writer_with(database, requests)
+    assert isinstance(results[7], asyncpg.ForeignKeyViolationError)
+    stored = [r for i, r in enumerate(results) if i != 7]
+    assert all(created == 1 for _, created in stored)
+    assert await count_events(database) == 19

@@ -3,6 +3,7 @@ followed over HTTP, and the resulting events reaching a subscribed callback."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import time
@@ -201,6 +202,30 @@ async def test_attachments_over_2_mb_in_total_are_refused(send_api: Api, smtp, d
     answer = await resp.json()
     assert resp.status == 400 and answer["error"]["field"] == "attachments", answer
     assert await database.pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_concurrent_sends_each_get_their_own_answer_and_a_key_is_taken_once_per_account(
+    send_api: Api, smtp, database
+):
+    """Sends that arrive together are committed together (group commit), yet each keeps its own answer."""
+    other = Api(send_api.client, await make_key(database, "globex"))
+    send = {"recipient": {"to": "a@example.com"}, "from": "s@example.com", "subject": "s", "text": "t"}
+    posts = [(api, f"/v1/messages/{key}") for key in ["same"] * 6 + [f"own-{i}" for i in range(10)]
+             for api in (send_api, other)]  # fmt: skip
+    results = await asyncio.gather(*(api.post(path, send) for api, path in posts))
+    for api in (send_api, other):
+        mine = [(path, status) for (a, path), (status, _) in zip(posts, results, strict=True) if a is api]
+        assert sorted(status for path, status in mine if path.endswith("same")) == [202] + [409] * 5
+        assert all(status == 202 for path, status in mine if not path.endswith("same"))
+    assert await database.pool.fetchval("SELECT count(*) FROM messages WHERE message_key = 'same'") == 2
+    # one queued event per accepted message, in its own account; and each is sent once
+    assert await database.pool.fetchval("SELECT count(DISTINCT (account_id, message_key)) FROM events") == 22
+
+    async def all_sent() -> bool:
+        return await database.pool.fetchval("SELECT count(*) FROM events WHERE type = 'sent'") == 22
+
+    await wait_until(all_sent)
+    assert len(smtp[0].received) == 22
 
 
 async def test_message_key_rules_unknown_definition_and_duplicates(send_api: Api, smtp, database):
