@@ -15,7 +15,8 @@ _QUEUE_SQL = """
 SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,
        (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0) FROM deliveries d
          JOIN callbacks c ON c.id = d.callback_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND c.status IN ('active', 'failing')) AS oldest_due,
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND d.leased_until <= now()
+          AND c.status IN ('active', 'failing')) AS oldest_due,
        (SELECT count(*) FROM messages WHERE status IN ('queued', 'scheduled')) AS mail_queued
 """
 _CALLBACKS_SQL = "SELECT status, count(*) AS n FROM callbacks GROUP BY status"

@@ -1,5 +1,5 @@
 -- name: claim
--- Claim due deliveries under a lease, per claimable callback (so a huge backlog behind a disabled
+-- Claim due deliveries under a lease (leased_until: a HOT update, see schema.sql), per claimable callback (so a huge backlog behind a disabled
 -- or paused callback costs nothing). A failing callback gets one probe at a time; the others what
 -- fits in this worker's share for each, and together no more than the worker has room for, split
 -- evenly (in random order) so busy callbacks cannot crowd out the rest. A batching callback waits
@@ -18,13 +18,15 @@ ready AS (
     WHERE c.status IN ('active', 'failing') AND c.paused_until <= now()
       AND coalesce(h.jobs, 0) < CASE WHEN c.status = 'failing' THEN 1 ELSE $4 END
       AND EXISTS (SELECT 1 FROM deliveries d  -- something is due: idle callbacks take no turn
-                  WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now())
+                  WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                    AND d.leased_until <= now())
       AND (c.max_batch_size = 1 OR c.status = 'failing'
            OR EXISTS (SELECT 1 FROM deliveries o
                       WHERE o.callback_id = c.id AND o.status = 'pending'
-                        AND o.next_attempt_at <= now() - make_interval(secs => $7))
+                        AND o.next_attempt_at <= now() - make_interval(secs => $7) AND o.leased_until <= now())
            OR (SELECT count(*) FROM (SELECT 1 FROM deliveries f
                                      WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
+                                       AND f.leased_until <= now()
                                      LIMIT c.max_batch_size) full_batch) >= c.max_batch_size)
 ),
 shuffled AS (
@@ -43,7 +45,7 @@ picked AS (  -- by ctid: the rows are locked by this statement, so the update fi
     FROM rooms c
     CROSS JOIN LATERAL (
         SELECT d.ctid FROM deliveries d
-        WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+        WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now() AND d.leased_until <= now()
         ORDER BY d.next_attempt_at, d.id
         LIMIT c.room
         FOR NO KEY UPDATE OF d SKIP LOCKED
@@ -51,7 +53,7 @@ picked AS (  -- by ctid: the rows are locked by this statement, so the update fi
     LIMIT $5
 )
 UPDATE deliveries d
-SET next_attempt_at = now() + make_interval(secs => $6), lease_owner = $1
+SET leased_until = now() + make_interval(secs => $6), lease_owner = $1
 FROM nosync, events e, callbacks c
 WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM picked))  -- a TID scan: a join may hash the whole table instead
   AND e.id = d.event_id AND c.id = d.callback_id
@@ -101,7 +103,8 @@ SET attempt_ids = d.attempt_ids || u.attempt_id,
     last_attempt_at = CASE WHEN d.lease_owner = $15 THEN u.started_at ELSE d.last_attempt_at END,
     last_status_code = CASE WHEN d.lease_owner = $15 THEN u.code ELSE d.last_status_code END,
     last_error = CASE WHEN d.lease_owner = $15 THEN u.error ELSE d.last_error END,
-    lease_owner = CASE WHEN d.lease_owner = $15 THEN NULL ELSE d.lease_owner END
+    lease_owner = CASE WHEN d.lease_owner = $15 THEN NULL ELSE d.lease_owner END,
+    leased_until = CASE WHEN d.lease_owner = $15 THEN '-infinity' ELSE d.leased_until END
 FROM u
 WHERE d.id = u.id
 
@@ -122,7 +125,8 @@ WHERE c.id = u.id
 
 -- name: release
 -- Hand back what this worker holds but will not send (shutdown, or it could not be sent), due in $3 s.
-UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $3), lease_owner = NULL
+UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $3), lease_owner = NULL,
+                      leased_until = '-infinity'
 WHERE lease_owner = $1 AND status = 'pending' AND id = ANY($2::bigint[])
 
 -- name: get_delivery
@@ -160,11 +164,13 @@ ORDER BY d.id LIMIT $7
 
 -- name: retry_delivery
 -- Send again now, whatever its state; the retry schedule starts over.
-UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, retry_base = attempts
+UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, leased_until = '-infinity',
+                      retry_base = attempts
 WHERE id = $1 AND account_id = $2 RETURNING id
 
 -- name: recover
 -- Re-queue a callback's failed deliveries created in a window.
-UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, retry_base = attempts
+UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, leased_until = '-infinity',
+                      retry_base = attempts
 WHERE callback_id = $1 AND account_id = $2 AND status = 'failed'
   AND created_at >= $3 AND ($4::timestamptz IS NULL OR created_at < $4)

@@ -109,7 +109,8 @@ async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
 
 
 async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_numbers(pg_server_url):
-    """Version 1 logged one attempt row per delivery; version 2 one per request, listed by each delivery.
+    """Version 1 logged one attempt row per delivery; version 2 one per request, listed by each delivery
+    (version 3 only adds a column).
     Old rows become requests of one event under the numbers they had, whatever the purge left: here
     attempt 2 of the first delivery was purged and its attempt 3 logged twice (a lease lost mid-request),
     and every attempt of the second (still pending, 5 made) is gone, so its next one is still number 6."""
@@ -120,8 +121,9 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
         await due_deliveries(conn, 3, account="v1")
         first, second, third = [r["id"] for r in await conn.fetch("SELECT id FROM deliveries ORDER BY id")]
         await conn.execute(
-            "DROP TABLE attempts; ALTER TABLE deliveries DROP COLUMN attempt_ids; DELETE FROM schema_applied;"
-            " DELETE FROM schema_version WHERE version = 2;"
+            "DROP TABLE attempts; ALTER TABLE deliveries DROP COLUMN attempt_ids, DROP COLUMN leased_until;"
+            " ALTER TABLE deliveries RESET (fillfactor); DELETE FROM schema_applied;"
+            " DELETE FROM schema_version WHERE version >= 2;"
             " CREATE TABLE attempts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL,"
             "   delivery_id bigint NOT NULL REFERENCES deliveries ON DELETE CASCADE, number integer NOT NULL,"
             "   started_at timestamptz NOT NULL, duration_ms double precision NOT NULL, status_code integer,"
@@ -138,7 +140,7 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
         await conn.execute("UPDATE deliveries SET attempts = 4 WHERE id = $1", first)
         await conn.execute("UPDATE deliveries SET attempts = 5 WHERE id = $1", second)
 
-        assert await db.migrate(conn) == db.SCHEMA_VERSION == 2
+        assert await db.migrate(conn) == db.SCHEMA_VERSION == 3
 
         async def logged(delivery_id: int) -> list[tuple[int, str]]:
             row = await conn.fetchrow("SELECT account_id, attempt_ids FROM deliveries WHERE id = $1", delivery_id)
@@ -150,8 +152,11 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
         assert await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", third) == []
         assert await conn.fetchval("SELECT count(*) FROM attempts WHERE events = 1 AND callback_id IS NOT NULL") == 4
         assert await conn.fetchval("SELECT to_regclass('attempts_delivery')") is None
+        # version 3: leases in their own column (none held), half of each page left for them
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE leased_until = '-infinity'") == 3
+        assert await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'deliveries'") == ["fillfactor=50"]
         await conn.execute("DELETE FROM schema_applied")
-        assert await db.migrate(conn) == 2  # the whole file again: the conversion does not run twice
+        assert await db.migrate(conn) == 3  # the whole file again: the conversion does not run twice
         assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
 
 
@@ -195,6 +200,33 @@ async def due_deliveries(conn: asyncpg.Connection, n: int, *, callbacks: int = 1
             cb,
             n,
         )
+
+
+async def test_a_claim_leases_deliveries_in_place_and_an_expired_lease_makes_them_due_again(database):
+    """The lease is its own column: a claimed delivery keeps its due time and its place in the claim
+    index (the claim is a heap-only update, writing no index entries), nobody else claims it while the
+    lease runs, and once the lease runs out (a crashed worker) the next claim takes it."""
+    from dispatcher.delivery.worker import SQL
+
+    claim = (SQL["claim"], [], [], 40, 10)
+    async with database.pool.acquire() as conn:
+        await due_deliveries(conn, 3, account="lease-in-place")
+        async with conn.transaction():
+            claimed = await conn.fetch(claim[0], "w1", *claim[1:], 300.0, 0.2, 400)
+            hot = await conn.fetchval("SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)")
+        rows = await conn.fetch(
+            "SELECT lease_owner, leased_until > now() + interval '4 minutes' AS leased,"
+            " next_attempt_at < now() - interval '59 minutes' AS due_time_kept FROM deliveries WHERE id = ANY($1)",
+            [r["id"] for r in claimed],
+        )
+        again = await conn.fetch(claim[0], "w2", *claim[1:], 300.0, 0.2, 400)
+        await conn.execute("UPDATE deliveries SET leased_until = now() - interval '1 second' WHERE id = $1",
+                           claimed[0]["id"])  # fmt: skip
+        expired = await conn.fetch(claim[0], "w2", *claim[1:], 300.0, 0.2, 400)
+    assert len(claimed) == 3 and hot == 3
+    assert [dict(r) for r in rows] == [{"lease_owner": "w1", "leased": True, "due_time_kept": True}] * 3
+    assert again == []
+    assert [r["id"] for r in expired] == [claimed[0]["id"]]
 
 
 async def test_an_attempt_made_after_the_lease_was_lost_is_logged_but_leaves_the_delivery_to_its_new_owner(
