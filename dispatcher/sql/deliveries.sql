@@ -15,18 +15,20 @@ held AS (
 ready AS (
     SELECT c.id, c.max_batch_size, c.status = 'failing' AS failing, coalesce(h.jobs, 0) AS jobs
     FROM callbacks c LEFT JOIN held h ON h.callback_id = c.id
+    CROSS JOIN LATERAL (  -- its oldest due row, if any (idle callbacks take no turn). The probes follow
+        -- the claim index by their ORDER BY: as EXISTS, or unordered, the planner may scan the table.
+        SELECT d.next_attempt_at AS oldest FROM deliveries d
+        WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now() AND d.leased_until <= now()
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT 1
+    ) due
     WHERE c.status IN ('active', 'failing') AND c.paused_until <= now()
       AND coalesce(h.jobs, 0) < CASE WHEN c.status = 'failing' THEN 1 ELSE $4 END
-      AND EXISTS (SELECT 1 FROM deliveries d  -- something is due: idle callbacks take no turn
-                  WHERE d.callback_id = c.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-                    AND d.leased_until <= now())
-      AND (c.max_batch_size = 1 OR c.status = 'failing'
-           OR EXISTS (SELECT 1 FROM deliveries o
-                      WHERE o.callback_id = c.id AND o.status = 'pending'
-                        AND o.next_attempt_at <= now() - make_interval(secs => $7) AND o.leased_until <= now())
+      AND (c.max_batch_size = 1 OR c.status = 'failing' OR due.oldest <= now() - make_interval(secs => $7)
            OR (SELECT count(*) FROM (SELECT 1 FROM deliveries f
                                      WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
                                        AND f.leased_until <= now()
+                                     ORDER BY f.next_attempt_at, f.id
                                      LIMIT c.max_batch_size) full_batch) >= c.max_batch_size)
 ),
 shuffled AS (
