@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     mail_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [60.0, 300.0, 900.0, 3600.0, 7200.0, 14400.0], description="Deferred mail retry delays."
     )
-    sender_concurrency: int = 20
+    sender_concurrency: int = Field(20, ge=1, description="SMTP connections open at once per process.")
 
     # --- operations ---
     metrics_token: str | None = Field(None, description="If set, /metrics requires this bearer token.")

@@ -85,7 +85,9 @@ class MailSender:
         metrics: Any = None,
     ):  # fmt: skip
         self.db, self.settings, self.keyring, self.metrics = database, settings, keyring, metrics
-        self.transport = transport or transport_from_settings(settings.mail_url, settings.data_dir)
+        self.transport = transport or transport_from_settings(
+            settings.mail_url, settings.data_dir, concurrency=settings.sender_concurrency
+        )
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
         self._stopping = False
@@ -148,13 +150,13 @@ class MailSender:
             SQL["suppressed"], [m["account_id"] for m in claimed], [m["recipient"].lower() for m in claimed]
         )
         suppressed = {(r["account_id"], r["address"]) for r in rows}
-        limit = asyncio.Semaphore(self.settings.sender_concurrency)
 
         async def decide(msg: asyncpg.Record) -> Result:
-            async with limit:
-                definition = definitions.get((msg["account_id"], msg["definition_key"]))
-                return await self._decide(msg, definition, (msg["account_id"], msg["recipient"].lower()) in suppressed)
+            definition = definitions.get((msg["account_id"], msg["definition_key"]))
+            return await self._decide(msg, definition, (msg["account_id"], msg["recipient"].lower()) in suppressed)
 
+        # Everything goes to the transport at once: it limits itself (SMTP connections) or groups
+        # what it is given (maildir writes).
         outcomes = await asyncio.gather(*(decide(m) for m in claimed), return_exceptions=True)
         done: list[tuple[asyncpg.Record, Result]] = []
         for msg, outcome in zip(claimed, outcomes, strict=True):

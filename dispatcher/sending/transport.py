@@ -108,7 +108,7 @@ _SCHEMES = {
 
 
 class SmtpTransport:
-    """Send through an SMTP relay, one connection per message.
+    """Send through an SMTP relay, one connection per message, at most ``concurrency`` at once.
 
     A connection per message keeps the transport free of shared state: concurrent sends
     need no lock, and there is no idle connection for the relay to drop between sends.
@@ -131,6 +131,7 @@ class SmtpTransport:
         start_tls: bool | None = None,
         timeout: float = 30.0,
         tls_context: ssl.SSLContext | None = None,
+        concurrency: int = 20,
     ) -> None:
         self.hostname = hostname
         self.port = port
@@ -140,9 +141,11 @@ class SmtpTransport:
         self.start_tls = start_tls
         self.timeout = timeout
         self.tls_context = tls_context
+        self.concurrency = concurrency
+        self._connections = asyncio.Semaphore(concurrency)
 
     @classmethod
-    def from_url(cls, url: str, *, tls_context: ssl.SSLContext | None = None) -> SmtpTransport:
+    def from_url(cls, url: str, *, tls_context: ssl.SSLContext | None = None, concurrency: int = 20) -> SmtpTransport:
         """``smtp://`` (STARTTLS when offered), ``smtp+starttls://`` (STARTTLS required)
         or ``smtps://`` (implicit TLS); ``user:pass@`` percent-decoded; ``?timeout=`` seconds.
         """
@@ -173,6 +176,7 @@ class SmtpTransport:
             start_tls=start_tls,
             timeout=timeout,
             tls_context=tls_context,
+            concurrency=concurrency,
         )
 
     def __repr__(self) -> str:
@@ -180,6 +184,10 @@ class SmtpTransport:
         return f"SmtpTransport({self.hostname}:{self.port}, user={self.username!r}, tls={self.use_tls})"
 
     async def send(self, mail: OutgoingMail) -> SendResult:
+        async with self._connections:
+            return await self._send(mail)
+
+    async def _send(self, mail: OutgoingMail) -> SendResult:
         client = _SmtpClient(
             hostname=self.hostname,
             port=self.port,
@@ -291,6 +299,7 @@ class _SmtpClient(aiosmtplib.SMTP):
 
 
 _UNSAFE_FILENAME_RE = re.compile(r"[^A-Za-z0-9._@+-]")
+_FILES_PER_SLICE = 16  # files written between two turns of the event loop
 
 
 class MaildirTransport:
@@ -298,8 +307,8 @@ class MaildirTransport:
 
     The file is written under a dot-name, flushed to disk and renamed into place, so a reader
     listing ``*.eml`` never sees a partial message. Every recipient counts as accepted. Messages sent
-    concurrently are written together by one thread (a group write), so the event loop hands
-    work to a thread once per group rather than once per message.
+    concurrently are written together (a group write), so the filesystem is flushed once per group
+    rather than once per message: the sender hands over everything it claimed at once.
     """
 
     def __init__(self, path: Path) -> None:
@@ -321,7 +330,7 @@ class MaildirTransport:
         while self._queue:
             group, self._queue = self._queue, []
             try:
-                await asyncio.to_thread(self._write, [(name, data) for name, data, _ in group])
+                await self._write([(name, data) for name, data, _ in group])
             except Exception as exc:
                 for _, _, written in group:  # each sender gets its own error (a shared one grows tracebacks)
                     if not written.done():
@@ -336,18 +345,27 @@ class MaildirTransport:
                     if not written.done():  # its sender was cancelled
                         written.set_result(None)
 
-    def _write(self, files: list[tuple[str, bytes]]) -> None:
+    async def _write(self, files: list[tuple[str, bytes]]) -> None:
+        """Create and rename the files on the event loop, a few at a time, and flush in a thread.
+
+        Creating or renaming a file takes microseconds, but a thread doing it gives up the GIL for
+        every syscall and must win it back from the busy event loop each time: measured in the
+        `send` bench, 0.9 ms a file that way against tens of microseconds here. The flushes wait
+        on the disk, so they go to a thread: one flush for the whole group, twice (contents before
+        they get their final names, names before the sender records them as sent). A per-file
+        fsync costs a journal commit each, about 1 ms on this project's CI disk."""
         self.path.mkdir(parents=True, exist_ok=True)
-        for name, data in files:
-            with open(os.path.join(self.path, f".{name}.tmp"), "wb") as handle:
+        for i, (name, data) in enumerate(files, 1):
+            with open(os.path.join(self.path, f".{name}.tmp"), "wb") as handle:  # noqa: ASYNC230 (measured, above)
                 handle.write(data)
-        # One flush for the whole group, twice: contents before they get their final names, names
-        # before the sender records them as sent. A per-file fsync costs a journal commit each
-        # (about 1 ms on this project's CI disk), which capped this transport near 1,000 files/s.
-        _flush_filesystem(self.path)
-        for name, _ in files:
+            if i % _FILES_PER_SLICE == 0:
+                await asyncio.sleep(0)  # let requests in between
+        await asyncio.to_thread(_flush_filesystem, self.path)
+        for i, (name, _) in enumerate(files, 1):
             os.replace(os.path.join(self.path, f".{name}.tmp"), os.path.join(self.path, name))
-        _flush_filesystem(self.path)
+            if i % _FILES_PER_SLICE == 0:
+                await asyncio.sleep(0)
+        await asyncio.to_thread(_flush_filesystem, self.path)
 
     async def aclose(self) -> None:
         """Finish writing what was handed over."""
@@ -373,8 +391,9 @@ def _flush_filesystem(directory: Path) -> None:
         os.close(fd)
 
 
-def transport_from_settings(mail_url: str | None, data_dir: Path) -> MailTransport:
-    """SMTP when a mail URL is configured, otherwise ``.eml`` files under ``data_dir/mail``."""
+def transport_from_settings(mail_url: str | None, data_dir: Path, *, concurrency: int = 20) -> MailTransport:
+    """SMTP (at most ``concurrency`` connections) when a mail URL is configured, otherwise ``.eml``
+    files under ``data_dir/mail``."""
     if mail_url:
-        return SmtpTransport.from_url(mail_url)
+        return SmtpTransport.from_url(mail_url, concurrency=concurrency)
     return MaildirTransport(Path(data_dir) / "mail")

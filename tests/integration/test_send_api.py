@@ -16,6 +16,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from dispatcher.api.app import create_app
+from dispatcher.crypto import load_keyring
+from dispatcher.sending.sender import MailSender
+from dispatcher.sending.transport import MaildirTransport
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.integration.test_smtp_transport import SwitchableHandler, free_port
 from tests.receiver import Receiver
@@ -419,3 +422,42 @@ async def test_without_a_mail_url_messages_land_as_eml_files(database, settings,
     await wait_types(api, "file-1", "sent")
     [eml] = list((tmp_path / "mail").glob("*.eml"))
     assert message_from_bytes(eml.read_bytes(), policy=policy.default)["Subject"] == "on disk"
+
+
+class RecordingMaildir(MaildirTransport):
+    """The real maildir transport, remembering how many files each group write held."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.groups: list[int] = []
+
+    async def _write(self, files: list[tuple[str, bytes]]) -> None:
+        self.groups.append(len(files))
+        await super()._write(files)
+
+
+async def test_messages_claimed_together_are_written_to_the_maildir_as_one_group(
+    database, settings, aiohttp_client, tmp_path: Path
+):
+    """Every group write flushes the filesystem twice: a claim of 40 messages pays for that once, not
+    once per slice of the SMTP concurrency (which limits connections to a relay, not files)."""
+    s = settings.model_copy(update={"data_dir": tmp_path, "sender_concurrency": 5})
+    api = Api(await aiohttp_client(create_app(s, database=database, role="api")), await make_key(database, "acme"))
+    recipients = [{"to": f"r{i}@example.com", "messageKey": f"group-{i}"} for i in range(40)]
+    await api.post("/v1/definitions", DEFINITION)
+    status, body = await api.post("/v1/messages", {"definitionKey": "receipt", "recipients": recipients,
+                                                   "attributes": {"order": "9", "name": "R"}})  # fmt: skip
+    assert status == 202 and body["accepted"] == 40, body
+    transport = RecordingMaildir(tmp_path / "mail")
+    sender = MailSender(database, s, load_keyring(s), transport=transport)
+
+    async def all_sent() -> bool:
+        return await database.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'") == 40
+
+    await sender.start()
+    try:
+        await wait_until(all_sent)
+    finally:
+        await sender.stop()
+    assert transport.groups == [40]
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 40

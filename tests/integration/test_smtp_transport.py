@@ -250,6 +250,37 @@ async def test_transport_can_be_reused_after_a_rejection(transport: SmtpTranspor
     await transport.aclose()
 
 
+@dataclass
+class SlowHandler(SwitchableHandler):
+    """Takes a while over each message and remembers how many sessions it served at once."""
+
+    open: int = 0
+    most_open: int = 0
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(0.05)
+        self.open -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_the_smtp_transport_keeps_at_most_its_concurrency_of_connections_to_the_relay() -> None:
+    handler = SlowHandler()
+    controller = Controller(handler, hostname=HOST, port=free_port())
+    controller.start()
+    try:
+        transport = SmtpTransport.from_url(f"smtp://{HOST}:{controller.port}?timeout=5", concurrency=3)
+        results = await asyncio.gather(*(transport.send(mail()) for _ in range(10)))
+    finally:
+        controller.stop()
+    assert [r.results[0].outcome for r in results] == [Outcome.ACCEPTED] * 10
+    assert len(handler.received) == 10 and handler.most_open == 3
+
+
 async def test_connection_refused_defers_every_recipient() -> None:
     transport = SmtpTransport.from_url(f"smtp://{HOST}:{free_port()}?timeout=2")
 
@@ -471,7 +502,7 @@ async def test_maildir_write_failure_reaches_every_sender_of_the_group(tmp_path:
 
 
 def test_settings_choose_smtp_when_a_url_is_set_and_maildir_otherwise(tmp_path: Path) -> None:
-    smtp = transport_from_settings("smtps://u:p@relay.example.com", tmp_path)
-    assert isinstance(smtp, SmtpTransport) and smtp.use_tls
+    smtp = transport_from_settings("smtps://u:p@relay.example.com", tmp_path, concurrency=7)
+    assert isinstance(smtp, SmtpTransport) and smtp.use_tls and smtp.concurrency == 7
     maildir = transport_from_settings(None, tmp_path)
     assert isinstance(maildir, MaildirTransport) and maildir.path == tmp_path / "mail"
