@@ -39,6 +39,10 @@ class Result:
             out["p50_ms"] = round(self.p50_ms, 2)
         if self.p99_ms is not None:
             out["p99_ms"] = round(self.p99_ms, 2)
+        # what else the scenario measured (deliver-batched: the unbatched rate its target is 10x of)
+        out |= {k: round(v, 1) for k, v in self.details.items() if isinstance(v, int | float)}
+        if self.met is not None:
+            out["target_met"] = self.met
         return out
 
     def summary(self) -> str:
