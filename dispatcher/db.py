@@ -89,7 +89,11 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
 
 
 async def _applied(conn: asyncpg.Connection, checksum: str) -> bool:
-    if await conn.fetchval("SELECT to_regclass('schema_applied')") is None:
+    # pg_class by query (this statement's snapshot), not to_regclass(): that looks the name up in the
+    # backend's catalog cache without a lock, which may still hold "no such table" from before the
+    # migration lock was granted.
+    exists = "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'schema_applied' AND relnamespace = current_schema()::regnamespace)"
+    if not await conn.fetchval(exists):
         return False
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM schema_applied WHERE checksum = $1)", checksum))
 
@@ -106,7 +110,9 @@ async def migrate(conn: asyncpg.Connection) -> int:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             if not await _applied(conn, checksum):
                 await conn.execute(text)
-                await conn.execute("INSERT INTO schema_applied (checksum) VALUES ($1)", checksum)
+                # the file is idempotent: a process that applied it again after another one did
+                # (a start racing another) must not fail on recording it
+                await conn.execute("INSERT INTO schema_applied (checksum) VALUES ($1) ON CONFLICT DO NOTHING", checksum)
     return int(await conn.fetchval("SELECT max(version) FROM schema_version"))
 
 

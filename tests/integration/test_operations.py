@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -158,6 +159,31 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
         await conn.execute("DELETE FROM schema_applied")
         assert await db.migrate(conn) == 3  # the whole file again: the conversion does not run twice
         assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
+
+
+async def test_processes_starting_together_on_an_empty_database_apply_the_schema_once(pg_server_url):
+    """Two processes start at once. The second looks for the schema while the first is applying it
+    (not yet committed), then takes the migration lock just after the first commits: it must see the
+    schema as applied then, although its own catalog cache still remembers finding no such table."""
+    name = "dispatcher_test_migrate_race"
+    async with scratch_database(pg_server_url, name) as first:
+        second = await asyncpg.connect(db_url(pg_server_url, name))
+        try:
+            text = db.schema_sql()
+            checksum = hashlib.sha256(text.encode()).hexdigest()
+            tx = first.transaction()
+            await tx.start()
+            await first.execute("SELECT pg_advisory_xact_lock($1)", db._MIGRATION_LOCK)
+            await first.execute(text)
+            await first.execute("INSERT INTO schema_applied (checksum) VALUES ($1)", checksum)
+            assert not await db._applied(second, checksum)  # what migrate() looks at first
+            async with second.transaction():
+                await tx.commit()
+                await second.execute("SELECT pg_advisory_xact_lock($1)", db._MIGRATION_LOCK)
+                assert await db._applied(second, checksum)  # what migrate() looks at under the lock
+            assert await db.migrate(second) == db.SCHEMA_VERSION
+        finally:
+            await second.close()
 
 
 @contextlib.asynccontextmanager
