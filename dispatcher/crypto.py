@@ -43,18 +43,36 @@ def _master_key(settings: Settings) -> bytes:
         return settings.secret_key.encode()
     path = Path(settings.data_dir) / "secret.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(Fernet.generate_key())
+        _create_key_file(path)
     return path.read_bytes().strip()
 
 
-def load_keyring(settings: Settings) -> Keyring:
+def _create_key_file(path: Path) -> None:
+    """Write a new key aside, durably, and link it into place: processes starting at the same moment
+    see no key file or a whole one, never a half-written one, and the first link is everyone's key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        master = _master_key(settings)
-    except FileExistsError:  # another process generated it between our check and create
-        master = _master_key(settings)
+        with os.fdopen(fd, "wb") as f:
+            f.write(Fernet.generate_key())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return  # another process's key is in place first
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the name, too, survives a crash: losing the key loses every secret
+        finally:
+            os.close(directory)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    master = _master_key(settings)
     fernet = Fernet(master)
     tracking = hmac.new(base64.urlsafe_b64decode(master), b"dispatcher tracking tokens", hashlib.sha256).digest()
     return Keyring(fernet, tracking)
