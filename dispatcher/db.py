@@ -92,8 +92,8 @@ async def _applied(conn: asyncpg.Connection, checksum: str) -> bool:
     # pg_class by query (this statement's snapshot), not to_regclass(): that looks the name up in the
     # backend's catalog cache without a lock, which may still hold "no such table" from before the
     # migration lock was granted.
-    exists = "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'schema_applied' AND relnamespace = current_schema()::regnamespace)"
-    if not await conn.fetchval(exists):
+    table = "SELECT 1 FROM pg_class WHERE relname = 'schema_applied' AND relnamespace = current_schema()::regnamespace"
+    if not await conn.fetchval(f"SELECT EXISTS ({table})"):
         return False
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM schema_applied WHERE checksum = $1)", checksum))
 

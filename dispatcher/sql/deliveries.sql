@@ -1,9 +1,10 @@
 -- name: claim
--- Claim due deliveries under a lease (leased_until: a HOT update, see schema.sql), per claimable callback (so a huge backlog behind a disabled
--- or paused callback costs nothing). A failing callback gets one probe at a time; the others what
--- fits in this worker's share for each, and together no more than the worker has room for, split
--- evenly (in random order) so busy callbacks cannot crowd out the rest. A batching callback waits
--- until it has a full batch or its oldest row has lingered long enough.
+-- Claim due deliveries under a lease (leased_until: a HOT update, see schema.sql), per claimable
+-- callback (so a huge backlog behind a disabled or paused callback costs nothing). A failing
+-- callback gets one probe at a time; the others what fits in this worker's share for each, and
+-- together no more than the worker has room for, split evenly (in random order) so busy callbacks
+-- cannot crowd out the rest. A batching callback waits until it has a full batch or its oldest row
+-- has lingered long enough.
 -- $1 worker id, $2/$3 callbacks this worker holds jobs for and how many, $4 jobs per callback
 -- (the share), $5 row limit, $6 lease seconds, $7 linger seconds, $8 jobs the worker has room for.
 WITH nosync AS (  -- a claim lost in a crash only makes its rows due again: no need to wait for the WAL flush
