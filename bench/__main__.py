@@ -16,8 +16,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", choices=sorted(SCENARIOS))
     p.add_argument("--events", type=int, help="events to use (default: sized per scenario)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.add_argument("--rate", type=float, default=1000.0, help="latency: events per second offered")
-    p.add_argument("--duration", type=float, default=20.0, help="latency: seconds (when --events is not given)")
+    p.add_argument("--rate", type=float, help="latency, isolation: events per second offered (1,000; 200)")
+    p.add_argument(
+        "--duration", type=float, default=20.0, help="latency, isolation: seconds (per phase) unless --events"
+    )
+    p.add_argument("--hanging", type=int, default=100, help="isolation: callbacks whose receivers never answer")
     p.add_argument("--backlog", type=int, default=1_000_000, help="backlog: pending deliveries to insert")
     p.add_argument("--profile", metavar="DIR", help="record the service with py-spy during measurement")
     p.add_argument("--split", action="store_true", help="run the service as an API and a worker process")

@@ -4,6 +4,8 @@ one aiohttp app listening on one or more ports on 127.0.0.1.
 POST /hook/{name}   a webhook: counted per name (requests, events; a JSON array is a batch), every
                     `verify_every`-th request of a name is verified with `standardwebhooks` when the
                     bench registered that name's secret; verification requests are kept aside.
+POST /hang/{name}   a receiver that answers the ownership check and never answers an event: the
+                    request is counted and held until the client gives up (isolation scenario).
 GET  /_stats        counters, with the monotonic time each name's event count last changed.
 GET  /_arrivals     {messageKey: monotonic arrival} when tracking is on (latency scenario).
 POST /_secret       {"name", "secret"}: sign-check this name's sample from now on.
@@ -46,6 +48,9 @@ class _State:
     seen: set[tuple[str, int]] = field(default_factory=set)
     verified_ok: int = 0
     verified_bad: int = 0
+    hanging: int = 0  # /hang requests open now
+    hanging_max: int = 0
+    hung: dict[str, int] = field(default_factory=dict)  # /hang requests per name
 
 
 def _app(state: _State) -> web.Application:
@@ -87,6 +92,21 @@ def _app(state: _State) -> web.Application:
                 state.verified_bad += 1
         return web.Response(text="ok")
 
+    async def hang(request: web.Request) -> web.Response:
+        body = await request.read()
+        name = request.match_info["name"]
+        if b'"verificationKey"' in body[:300]:
+            state.verifications.append({"name": name, **orjson.loads(body)})
+            return web.Response(text="ok")
+        state.hung[name] = state.hung.get(name, 0) + 1
+        state.hanging += 1
+        state.hanging_max = max(state.hanging_max, state.hanging)
+        try:
+            await asyncio.Event().wait()  # cancelled when the client closes the connection
+        finally:
+            state.hanging -= 1
+        raise AssertionError("unreachable")
+
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -94,6 +114,9 @@ def _app(state: _State) -> web.Application:
                 "verifications": state.verifications,
                 "verified_ok": state.verified_ok,
                 "verified_bad": state.verified_bad,
+                "hanging": state.hanging,
+                "hanging_max": state.hanging_max,
+                "hung": state.hung,
             },
             dumps=lambda v: orjson.dumps(v).decode(),
         )
@@ -112,12 +135,15 @@ def _app(state: _State) -> web.Application:
         state.seen.clear()
         state.arrivals.clear()
         state.verified_ok = state.verified_bad = 0
+        state.hung.clear()
+        state.hanging_max = state.hanging
         if "track" in data:
             state.track = bool(data["track"])
         return web.Response(text="ok")
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/hook/{name}", hook)
+    app.router.add_post("/hang/{name}", hang)
     app.router.add_get("/_stats", stats)
     app.router.add_get("/_arrivals", arrivals)
     app.router.add_post("/_secret", set_secret)
@@ -127,7 +153,10 @@ def _app(state: _State) -> web.Application:
 
 def _serve(conn: Any, ports: int, verify_every: int) -> None:
     async def main() -> None:
-        runner = web.AppRunner(_app(_State(verify_every, False)), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            _app(_State(verify_every, False)), access_log=None, handle_signals=False,
+            handler_cancellation=True, shutdown_timeout=1.0,  # /hang handlers end when their client leaves
+        )  # fmt: skip
         await runner.setup()
         bound = []
         for _ in range(ports):
@@ -175,8 +204,8 @@ class Receiver:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def url(self, name: str, i: int = 0) -> str:
-        return f"http://127.0.0.1:{self.ports[i % len(self.ports)]}/hook/{name}"
+    def url(self, name: str, i: int = 0, *, path: str = "hook") -> str:
+        return f"http://127.0.0.1:{self.ports[i % len(self.ports)]}/{path}/{name}"
 
     @property
     def _base(self) -> str:

@@ -93,7 +93,8 @@ async def environment(args: argparse.Namespace, *, ports: int = 1) -> AsyncItera
     try:
         await pg.start()
         receiver = await Receiver(ports=ports).start()
-        extra = {"DISPATCHER_PROCESSES": str(args.processes)} | dict(item.split("=", 1) for item in args.service_env)
+        extra = {"DISPATCHER_PROCESSES": str(args.processes)} | SERVICE_ENV.get(args.scenario, {})
+        extra |= dict(item.split("=", 1) for item in args.service_env)
         service = await Service(tmp, pg.url, extra, split=args.split).start()
         api = Api(service.url, service.key)
         yield Env(args, pg, service, receiver, api)
@@ -207,21 +208,26 @@ async def ingest(env: Env) -> Result:
 # --- latency ----------------------------------------------------------------------------------
 
 
-async def latency(env: Env) -> Result:
-    rate = env.args.rate
-    total = env.args.events or int(rate * env.args.duration)
-    await register_callback(env.api, env.receiver, "hook", batch=1)
-    # warm up: connections, prepared statements, the worker's key cache
-    await post_events(env.api, [event(i, "warm") for i in range(50)], batch=1, clients=4)
-    await env.receiver.wait_events(["hook"], 50, timeout=30)
-    await env.receiver.reset(track=True)
+@dataclass
+class Offered:
+    responded: dict[str, float]  # messageKey -> monotonic time its POST was answered
+    errors: int
+    started: float
+    posting: float  # seconds spent posting
+
+    def latencies_ms(self, arrivals: dict[str, float]) -> list[float]:
+        return [(arrivals[k] - t) * 1000 for k, t in self.responded.items() if k in arrivals]
+
+
+async def offer(env: Env, name: str, rate: float, total: int, prefix: str) -> Offered:
+    """POST `total` events one per request at `rate`/s, then wait until hook `name` has them all."""
     responded: dict[str, float] = {}
     errors = 0
     sem = asyncio.Semaphore(500)
 
     async def one(i: int) -> None:
         nonlocal errors
-        body = event(i, "lat")
+        body = event(i, prefix)
         try:
             await env.api.call("POST", "/v1/events", body)
             responded[body["messageKey"]] = time.monotonic()
@@ -230,26 +236,94 @@ async def latency(env: Env) -> Result:
         finally:
             sem.release()
 
-    _log(f"posting {total} events one per request at {rate:g}/s")
     tasks = []
+    t0 = time.monotonic()
+    for i in range(total):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await sem.acquire()
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    posting = time.monotonic() - t0
+    await env.receiver.wait_events([name], total - errors, timeout=300)
+    return Offered(responded, errors, t0, posting)
+
+
+async def latency(env: Env) -> Result:
+    rate = env.args.rate or 1000.0
+    total = env.args.events or int(rate * env.args.duration)
+    await register_callback(env.api, env.receiver, "hook", batch=1)
+    # warm up: connections, prepared statements, the worker's key cache
+    await post_events(env.api, [event(i, "warm") for i in range(50)], batch=1, clients=4)
+    await env.receiver.wait_events(["hook"], 50, timeout=30)
+    await env.receiver.reset(track=True)
+    _log(f"posting {total} events one per request at {rate:g}/s")
     async with env.profile("service"):
-        t0 = time.monotonic()
-        for i in range(total):
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await sem.acquire()
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        sent_seconds = time.monotonic() - t0
-        await env.receiver.wait_events(["hook"], total - errors, timeout=120)
-    arrivals = await env.receiver.arrivals()
-    lat = [(arrivals[k] - t) * 1000 for k, t in responded.items() if k in arrivals]
-    achieved = len(responded) / sent_seconds
+        run = await offer(env, "hook", rate, total, "lat")
+    lat = run.latencies_ms(await env.receiver.arrivals())
+    achieved = len(run.responded) / run.posting
     result = Result("latency", total, achieved, "events/s", p50_ms=percentile(lat, 50), p99_ms=percentile(lat, 99))
     result.target = "p50 < 20 ms, p99 < 100 ms (at the offered rate)"
-    result.met = result.p50_ms < 20 and result.p99_ms < 100 and achieved >= 0.95 * rate and not errors
-    result.details = {"offered_rate": float(rate), "errors": errors, "max_ms": max(lat) if lat else float("nan")}
+    result.met = result.p50_ms < 20 and result.p99_ms < 100 and achieved >= 0.95 * rate and not run.errors
+    result.details = {"offered_rate": float(rate), "errors": run.errors, "max_ms": max(lat) if lat else float("nan")}
+    return result
+
+
+# --- isolation --------------------------------------------------------------------------------
+
+ISOLATION_TIMEOUT = "2"  # DISPATCHER_WEBHOOK_TIMEOUT: each hanging request is cut off after 2 s
+HANG_BACKLOG = 100  # events queued for every hanging callback before the second phase
+
+
+async def _healthy_phase(env: Env, rate: float, total: int, prefix: str) -> tuple[float, list[float]]:
+    """The healthy callback offered `rate`/s: (events/s delivered while they were offered, latencies in ms).
+    Counting only arrivals within the offering window shows a stall even when a backlog drains later."""
+    await env.receiver.reset(track=True)
+    run = await offer(env, "healthy", rate, total, prefix)
+    arrivals = {k: t for k, t in (await env.receiver.arrivals()).items() if k.startswith(prefix + "-")}
+    in_time = sum(t <= run.started + run.posting for t in arrivals.values())
+    return in_time / run.posting, run.latencies_ms(arrivals)
+
+
+async def _hanging_callbacks(env: Env, n: int) -> list[workload.Callback]:
+    """n callbacks on receivers that never answer, each with HANG_BACKLOG deliveries queued, disabled."""
+    hanging = []
+    for i in range(n):
+        hanging.append(await register_callback(env.api, env.receiver, f"hang{i}", path="hang", event_types=["opened"]))
+    await workload.set_status(env.api, hanging, "disabled")
+    await post_events(env.api, [event(i, "backlog", "opened") for i in range(HANG_BACKLOG)], batch=100, clients=1)
+    return hanging
+
+
+async def isolation(env: Env) -> Result:
+    rate = env.args.rate or 200.0
+    total = env.args.events or int(rate * env.args.duration)
+    n = env.args.hanging
+    await register_callback(env.api, env.receiver, "healthy", batch=1, event_types=["sent"])
+    _log(f"registering {n} callbacks whose receivers never answer, {HANG_BACKLOG} deliveries queued for each")
+    hanging = await _hanging_callbacks(env, n)
+    await post_events(env.api, [event(i, "warm") for i in range(50)], batch=1, clients=4)
+    await env.receiver.wait_events(["healthy"], 50, timeout=30)
+    _log(f"alone: {total} events one per request at {rate:g}/s")
+    alone, alone_lat = await _healthy_phase(env, rate, total, "alone")
+    _log(f"alone: {alone:,.0f} events/s, p99 {percentile(alone_lat, 99):.1f} ms; now with {n} hanging callbacks")
+    await workload.set_status(env.api, hanging, "active")
+    async with env.measured():
+        shared, shared_lat = await _healthy_phase(env, rate, total, "shared")
+    hung = (await env.receiver.stats())["hung"]
+    result = Result("isolation", total, shared, "events/s", alone, p50_ms=percentile(shared_lat, 50))
+    result.p99_ms = percentile(shared_lat, 99)
+    p99_ratio = result.p99_ms / percentile(alone_lat, 99)
+    result.target = "throughput ratio >= 0.9, p99 <= 2x alone"
+    result.met = (result.ratio or 0) >= 0.9 and p99_ratio <= 2
+    result.details = {
+        "alone_p99_ms": percentile(alone_lat, 99),
+        "p99_ratio": p99_ratio,
+        "hanging_callbacks": len(hung),  # that got at least one request while measured
+        "hanging_requests": sum(hung.values()),
+        "webhook_timeout": f"{ISOLATION_TIMEOUT} s",
+    }
     return result
 
 
@@ -389,7 +463,9 @@ SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
     "fanout": (fanout, 20),
     "backlog": (backlog, 1),
     "send": (send, 1),
+    "isolation": (isolation, 1),
 }
+SERVICE_ENV = {"isolation": {"DISPATCHER_WEBHOOK_TIMEOUT": ISOLATION_TIMEOUT}}  # before --service-env
 
 
 async def run(args: argparse.Namespace) -> Result:

@@ -73,10 +73,12 @@ class Callback:
 
 async def register_callback(
     api: Api, receiver: Receiver, name: str, *, port: int = 0, batch: int = 1, event_types: list[str] | None = None,
-    subscribe: bool = True,
+    subscribe: bool = True, path: str = "hook",
 ) -> Callback:  # fmt: skip
-    """POST /v1/callbacks → the receiver gets the key → verify → subscribe."""
-    cb = await api.call("POST", "/v1/callbacks", {"name": name, "url": receiver.url(name, port), "maxBatchSize": batch})
+    """POST /v1/callbacks → the receiver gets the key → verify → subscribe. `path`: "hang" for a receiver
+    that never answers an event."""
+    url = receiver.url(name, port, path=path)
+    cb = await api.call("POST", "/v1/callbacks", {"name": name, "url": url, "maxBatchSize": batch})
     key = await receiver.verification_key(name)
     body = await api.call("POST", f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key})
     assert body["status"] == "active", body
