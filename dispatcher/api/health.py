@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Any
 
 from aiohttp import web
 
 from dispatcher.api.keys import DB, METRICS, SETTINGS
 from dispatcher.api.routing import Call, Router, json_response
-from dispatcher.errors import Unauthorized
+from dispatcher.errors import NotFound, Unauthorized
 from dispatcher.metrics import CONTENT_TYPE
 
 router = Router()
@@ -32,11 +33,20 @@ async def readyz(call: Call) -> Any:
 
 
 @router.route(
-    "GET", "/metrics", summary="Prometheus metrics (bearer DISPATCHER_METRICS_TOKEN when set)", scope=None, tag="health"
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics (bearer DISPATCHER_METRICS_TOKEN; off without it)",
+    scope=None,
+    tag="health",
+    errors={401: "Missing or wrong metrics token", 404: "Metrics are off (no DISPATCHER_METRICS_TOKEN)"},
 )
 async def metrics(call: Call) -> Any:
+    # Counts span every account, so they are never served without a credential.
     token = call.app[SETTINGS].metrics_token
-    if token and call.request.headers.get("Authorization", "") != f"Bearer {token}":
+    if not token:
+        raise NotFound("metrics are off: set DISPATCHER_METRICS_TOKEN and send it as a bearer token")
+    given = call.request.headers.get("Authorization", "").encode()
+    if not hmac.compare_digest(given, f"Bearer {token}".encode()):
         raise Unauthorized("metrics need 'Authorization: Bearer <DISPATCHER_METRICS_TOKEN>'")
     body = await call.app[METRICS].render(call.app[DB].pool)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

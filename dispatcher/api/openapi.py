@@ -82,6 +82,7 @@ def build(routes: list[Route]) -> dict[str, Any]:
             responses["404"] = _error("Not found")
         if r.body is not None:
             responses.update({"409": _error("Conflict"), "413": _error("Body too large"), "415": _error("Not JSON")})
+        responses.update({str(status): _error(why) for status, why in r.errors.items()})
         op["responses"] = responses
         if r.scope:
             op["security"] = [{"bearer": []}]

@@ -39,6 +39,7 @@ class Route:
     tag: str = "default"
     raw_body: bool = False
     max_body: int | None = None  # bytes; None: DISPATCHER_MAX_BODY_BYTES
+    errors: dict[int, str] = field(default_factory=dict)  # error answers the route gives beyond the usual ones
 
 
 @dataclass

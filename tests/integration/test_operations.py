@@ -20,13 +20,21 @@ from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Receiver
 
 
+METRICS_TOKEN = "s3cret-metrics-token"
+
+
+@pytest.fixture
+def settings(settings):
+    return settings.model_copy(update={"metrics_token": METRICS_TOKEN})
+
+
 async def test_metrics_expose_requests_events_deliveries_and_queue_state(api: Api, receiver: Receiver):
     await setup_callback(api, receiver)
     await api.post(
         "/v1/events", {"events": [{"type": "sent", "messageKey": "m1"}, {"type": "opened", "messageKey": "m1"}]}
     )
     await receiver.wait_for(2)
-    resp = await api.client.get("/metrics")
+    resp = await api.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert resp.status == 200 and resp.content_type.startswith("text/plain")
     text = await resp.text()
     assert 'dispatcher_events_ingested_total{type="sent"} 1.0' in text
@@ -36,12 +44,25 @@ async def test_metrics_expose_requests_events_deliveries_and_queue_state(api: Ap
     assert "dispatcher_deliveries_pending" in text and "dispatcher_oldest_due_delivery_seconds" in text
 
 
-async def test_metrics_can_require_a_token(database, settings, aiohttp_client):
-    client = await aiohttp_client(
-        create_app(settings.model_copy(update={"metrics_token": "s3cret"}), database=database)
-    )
+async def test_metrics_answer_only_the_configured_token(database, settings, aiohttp_client):
+    client = await aiohttp_client(create_app(settings, database=database))
     assert (await client.get("/metrics")).status == 401
-    assert (await client.get("/metrics", headers={"Authorization": "Bearer s3cret"})).status == 200
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})).status == 200
+
+
+async def test_metrics_are_off_by_default_so_no_one_reads_cross_account_counts_unauthenticated(
+    database, settings, aiohttp_client
+):
+    """The counts span every account: without DISPATCHER_METRICS_TOKEN nobody gets them, not even
+    with an account's API key."""
+    client = await aiohttp_client(create_app(settings.model_copy(update={"metrics_token": None}), database=database))
+    key = await make_key(database, "acme")
+    for headers in ({}, {"Authorization": f"Bearer {key}"}):
+        resp = await client.get("/metrics", headers=headers)
+        body = await resp.text()
+        assert resp.status == 404 and "dispatcher_" not in body, (resp.status, body[:300])
+        assert "DISPATCHER_METRICS_TOKEN" in (await resp.json())["error"]["message"]
 
 
 async def test_short_retention_purges_old_events_with_their_deliveries_but_keeps_pending_and_recent(
