@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         default_factory=lambda: [60.0, 300.0, 900.0, 3600.0, 7200.0, 14400.0], description="Deferred mail retry delays."
     )
     sender_concurrency: int = Field(20, ge=1, description="SMTP connections open at once per process.")
+    render_cpu_seconds: float = Field(
+        2.0, gt=0, description="CPU seconds one message's templates may take to render; beyond: failed."
+    )
+    render_max_value: int = Field(
+        1024 * 1024, ge=1024, description="Largest string (characters) or list (items) a template may build."
+    )
+    render_memory_mb: int = Field(1024, ge=256, description="Address space of each template render process.")
+    render_processes: int = Field(2, ge=1, description="Template render processes per `serve` process.")
 
     # --- operations ---
     metrics_token: str | None = Field(None, description="If set, /metrics requires this bearer token.")

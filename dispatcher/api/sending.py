@@ -63,6 +63,7 @@ def _message_key(call: Call) -> str:
 @router.route("POST", "/v1/definitions", summary="Create a send definition (Liquid templates)", scope="messages:send",
               body=models.DefinitionCreate, response=DefinitionOut, status=201, tag="sending")  # fmt: skip
 async def create_definition(call: Call) -> Any:
+    service.check_template_limits(call.body.content, call.app[SETTINGS].render_max_value, "content.")
     async with call.app[DB].pool.acquire() as conn:
         row = await service.create_definition(conn, _account(call), call.body, call.app[SETTINGS].definition_quota)
     return service.definition_json(row)
@@ -87,6 +88,7 @@ async def get_definition(call: Call) -> Any:
 @router.route("PATCH", "/v1/definitions/{definitionKey}", summary="Change a send definition; activating releases waiting sends",
               scope="messages:send", body=models.DefinitionPatch, response=DefinitionOut, tag="sending")  # fmt: skip
 async def patch_definition(call: Call) -> Any:
+    service.check_template_limits(call.body.content, call.app[SETTINGS].render_max_value, "content.")
     async with call.app[DB].pool.acquire() as conn:
         row = await service.update_definition(conn, _account(call), call.path("definitionKey"), call.body)
     return service.definition_json(row)
@@ -108,6 +110,7 @@ async def delete_definition(call: Call) -> Any:
 async def send_message(call: Call) -> Any:
     key = _message_key(call)
     body: models.SendRequest = call.body
+    service.check_template_limits(body, call.app[SETTINGS].render_max_value)
     if body.definitionKey:
         async with call.app[DB].pool.acquire() as conn:
             definition = await service.get_definition(conn, _account(call), body.definitionKey)

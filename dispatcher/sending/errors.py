@@ -25,3 +25,7 @@ class TemplateError(SendingError):
 
 class MessageBuildError(SendingError):
     """Rendered content cannot become a valid email (bad address, header injection)."""
+
+
+class TemplateLimitError(TemplateError):
+    """Rendering went over a configured limit (value size, CPU time, memory); the message names it."""

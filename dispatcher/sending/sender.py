@@ -25,7 +25,7 @@ from dispatcher.sending import tracking
 from dispatcher.sending.errors import SendingError
 from dispatcher.sending.mime import OutgoingMail, build_message
 from dispatcher.sending.models import DefinitionContent, DefinitionOptions, SendRequest
-from dispatcher.sending.templates import render
+from dispatcher.sending.sandbox import RenderLimits, Sandbox
 from dispatcher.sending.transport import MailTransport, Outcome, transport_from_settings
 from dispatcher.settings import Settings
 
@@ -52,31 +52,43 @@ class Result:
     tried: int = 1  # counts toward the retry schedule
 
 
-def render_mail(
-    msg: asyncpg.Record, req: SendRequest, content: DefinitionContent, options: DefinitionOptions,
-    settings: Settings, keyring: Keyring,
-) -> tuple[OutgoingMail, dict[str, Any]]:  # fmt: skip
-    to, attrs, ck = req.recipient.to, req.recipient.attributes, req.recipient.contactKey
+@dataclass
+class Rendered:
+    """A claimed message ready for the transport."""
 
-    def r(source: str | None, html: bool = False) -> str | None:
-        return None if source is None else render(source, attrs, contact_key=ck, to=to, html=html)
+    mail: OutgoingMail
+    keep: dict[str, Any] | None  # the rendered content to store, unless retention is disabled
+    redact: bool
+    to: str
+
+
+async def render_mail(
+    msg: asyncpg.Record, req: SendRequest, content: DefinitionContent, options: DefinitionOptions,
+    settings: Settings, keyring: Keyring, sandbox: Sandbox,
+) -> tuple[OutgoingMail, dict[str, Any]]:  # fmt: skip
+    """Render the templates in the sandbox, then add tracking and build the MIME message here."""
+    to, attrs, ck = req.recipient.to, req.recipient.attributes, req.recipient.contactKey
+    sources = {"from": content.from_, "replyTo": content.replyTo, "subject": content.subject, "html": content.html,
+               "text": content.text, "preheader": content.preheader}  # fmt: skip
+    fields = {name: (source, name == "html") for name, source in sources.items() if source is not None}
+    out: dict[str, str | None] = dict.fromkeys(sources)
+    out.update(await sandbox.render(fields, attrs, contact_key=ck, to=to))
 
     key, account, mid, public = keyring.tracking_key, msg["account_id"], msg["id"], settings.public_url
-    html = r(content.html, html=True)
+    html = out["html"]
     if html is not None and options.tracked:
         html = tracking.rewrite_html(
             html, public, lambda url: tracking.make_token(key, "c", account, mid, url),
             open_token=tracking.make_token(key, "o", account, mid),
         )  # fmt: skip
-    subject = r(content.subject) or ""
-    text = r(content.text)
+    subject = out["subject"] or ""
     mail = build_message(
-        from_=r(content.from_) or "", to=to, bcc=req.bcc or [], reply_to=r(content.replyTo), subject=subject,
-        html=html, text=text, preheader=r(content.preheader), headers=req.headers,
+        from_=out["from"] or "", to=to, bcc=req.bcc or [], reply_to=out["replyTo"], subject=subject,
+        html=html, text=out["text"], preheader=out["preheader"], headers=req.headers,
         attachments=req.attachment_bytes(), message_key=msg["message_key"],
         unsubscribe_url=tracking.tracking_url(public, "u", tracking.make_token(key, "u", account, mid)),
     )  # fmt: skip
-    return mail, {"subject": subject, "html": html, "text": text}
+    return mail, {"subject": subject, "html": html, "text": out["text"]}
 
 
 class MailSender:
@@ -88,6 +100,10 @@ class MailSender:
         self.transport = transport or transport_from_settings(
             settings.mail_url, settings.data_dir, concurrency=settings.sender_concurrency
         )
+        self.sandbox = Sandbox(
+            RenderLimits(settings.render_cpu_seconds, settings.render_max_value, settings.render_memory_mb),
+            processes=settings.render_processes,
+        )
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
         self._stopping = False
@@ -95,6 +111,7 @@ class MailSender:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.sandbox.start()
         self._task = asyncio.create_task(self._run(), name="mail-sender")
 
     async def stop(self) -> None:
@@ -109,6 +126,7 @@ class MailSender:
         if self._listener is not None and not self._listener.is_closed():
             self._listener.terminate()
         await self.transport.aclose()
+        await self.sandbox.aclose()
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
@@ -151,13 +169,15 @@ class MailSender:
         )
         suppressed = {(r["account_id"], r["address"]) for r in rows}
 
-        async def decide(msg: asyncpg.Record) -> Result:
+        async def decide(msg: asyncpg.Record) -> Result | Rendered:
             definition = definitions.get((msg["account_id"], msg["definition_key"]))
             return await self._decide(msg, definition, (msg["account_id"], msg["recipient"].lower()) in suppressed)
 
-        # Everything goes to the transport at once: it limits itself (SMTP connections) or groups
-        # what it is given (maildir writes).
-        outcomes = await asyncio.gather(*(decide(m) for m in claimed), return_exceptions=True)
+        # Render everything, then hand everything to the transport at once: it limits itself (SMTP
+        # connections) or groups what it is given (maildir writes).
+        ready = await asyncio.gather(*(decide(m) for m in claimed), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._send(m, r) for m, r in zip(claimed, ready, strict=True)),
+                                        return_exceptions=True)  # fmt: skip
         done: list[tuple[asyncpg.Record, Result]] = []
         for msg, outcome in zip(claimed, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -201,7 +221,9 @@ class MailSender:
     def _failed(self, msg: asyncpg.Record, code: int, reason: str, redact: bool) -> Result:
         return Result("failed", self._event(msg, "failed", {"statusCode": code, "reason": reason}), redact=redact)
 
-    async def _decide(self, msg: asyncpg.Record, definition: asyncpg.Record | None, suppressed: bool) -> Result:
+    async def _decide(
+        self, msg: asyncpg.Record, definition: asyncpg.Record | None, suppressed: bool
+    ) -> Result | Rendered:
         req = SendRequest.model_validate(msg["request"])
         if msg["definition_key"]:
             if definition is None or definition["deleted_at"] is not None:
@@ -217,13 +239,19 @@ class MailSender:
         if suppressed and not options.sendToUnsubscribed:
             return self._failed(msg, UNSUBSCRIBED, "recipient is unsubscribed", redact)
         try:
-            mail, rendered = render_mail(msg, req, content, options, self.settings, self.keyring)
+            mail, rendered = await render_mail(msg, req, content, options, self.settings, self.keyring, self.sandbox)
         except SendingError as exc:
             return self._failed(msg, RENDER_FAILED, f"rendering failed: {exc}", redact)
-        result = await self.transport.send(mail)
-        to = req.recipient.to.lower()
+        return Rendered(mail, None if redact else rendered, redact, req.recipient.to.lower())
+
+    async def _send(self, msg: asyncpg.Record, decided: Result | Rendered | BaseException) -> Result:
+        if isinstance(decided, BaseException):
+            raise decided
+        if isinstance(decided, Result):
+            return decided
+        result = await self.transport.send(decided.mail)
+        to, keep, redact = decided.to, decided.keep, decided.redact
         primary = next((r for r in result.results if r.recipient.lower() == to), result.results[0])
-        keep = None if redact else rendered
         log.info("mail", message_key=msg["message_key"], outcome=primary.outcome.value, smtp_code=primary.smtp_code)
         if primary.outcome is Outcome.ACCEPTED:
             return Result("sent", self._event(msg, "sent", {}), rendered=keep, redact=redact)

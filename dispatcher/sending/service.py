@@ -13,7 +13,9 @@ import asyncpg
 from dispatcher import events
 from dispatcher.db import queries
 from dispatcher.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from dispatcher.sending.errors import TemplateError
 from dispatcher.sending.models import DefinitionContent, DefinitionCreate, DefinitionPatch, SendRequest
+from dispatcher.sending.templates import check_literal_ranges
 
 SQL = queries("sending")
 
@@ -123,6 +125,23 @@ def check_content(body: SendRequest | None, definition: asyncpg.Record | None) -
     if missing:
         name = "html or text" if missing[0] == "html" else missing[0]
         raise InvalidRequest(f"{name} is required: the definition does not provide it", field=missing[0])
+
+
+def check_template_limits(content: DefinitionContent | SendRequest | None, max_value: int, prefix: str = "") -> None:
+    """Refuse at save what is known to go over the value limit before any send renders it."""
+    if content is None:
+        return
+    for name in ("from_", "replyTo", "subject", "html", "text", "preheader"):
+        source = getattr(content, name)
+        if source is None:
+            continue
+        try:
+            check_literal_ranges(source, max_value=max_value)
+        except TemplateError as exc:
+            field = prefix + name.rstrip("_")
+            raise InvalidRequest(
+                f"invalid Liquid template: {exc.message}", field=field, code="invalid_template"
+            ) from None
 
 
 async def accept(

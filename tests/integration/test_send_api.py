@@ -7,6 +7,7 @@ import asyncio
 import base64
 import re
 import time
+from datetime import datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -291,18 +292,16 @@ async def test_drafts_wait_until_sent_or_discarded(send_api: Api, smtp):
 
 
 async def test_scheduled_send_waits_for_its_time(send_api: Api, smtp):
-    send = {
-        "recipient": {"to": "a@example.com"},
-        "from": "s@example.com",
-        "subject": "s",
-        "text": "t",
-        "sendAt": int(time.time()) + 3,
-    }
+    send_at = int(time.time()) + 3
+    send = {"recipient": {"to": "a@example.com"}, "from": "s@example.com", "subject": "s", "text": "t",
+            "sendAt": send_at}  # fmt: skip
     status, body = await send_api.post("/v1/messages/later-1", send)
     assert body["status"] == "scheduled"
     assert (await message(send_api, "later-1"))["status"] == "scheduled"
-    assert smtp[0].received == []
-    await wait_types(send_api, "later-1", "sent")
+    timeline = (await wait_types(send_api, "later-1", "sent"))["events"]
+    sent = next(e for e in timeline if e["type"] == "sent")
+    assert datetime.fromisoformat(sent["recordedAt"]).timestamp() >= send_at
+    assert len(smtp[0].received) == 1
     past = {**send, "sendAt": "2020-01-01T00:00:00Z"}
     assert (await send_api.post("/v1/messages/now-1", past))[1]["status"] == "queued"
 

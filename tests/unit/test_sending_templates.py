@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.sending.errors import TemplateError
-from dispatcher.sending.templates import parse_template, render
+from dispatcher.sending.errors import TemplateError, TemplateLimitError
+from dispatcher.sending.templates import check_literal_ranges, parse_template, render
 
 
 def test_attributes_and_recipient_are_available() -> None:
@@ -75,3 +75,25 @@ def test_runaway_loop_is_stopped_by_the_iteration_limit() -> None:
 def test_parsed_templates_are_cached_by_source() -> None:
     assert parse_template("{{ attributes.a }}") is parse_template("{{ attributes.a }}")
     assert parse_template("{{ attributes.a }}") is not parse_template("{{ attributes.a }}", html=True)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ attributes.s | append: attributes.s }}",
+        "{{ attributes.items | join: ',' }}",
+        "{{ attributes.big | upcase }}",
+    ],
+)
+def test_filters_refuse_values_over_the_size_limit(source: str) -> None:
+    attributes = {"s": "x" * 600, "big": "x" * 1200, "items": list(range(2000))}
+    with pytest.raises(TemplateLimitError, match="value size limit"):
+        render(source, attributes, contact_key=None, to="x", max_value=1000)
+    assert render("{{ attributes.s | size }}", attributes, contact_key=None, to="x", max_value=1000) == "600"
+
+
+def test_literal_ranges_over_the_limit_are_refused_wherever_they_appear() -> None:
+    check_literal_ranges("{% for i in (1..1000) %}{{ i }}{% endfor %}", max_value=1000)
+    check_literal_ranges("{% assign r = (1..attributes.n) %}", max_value=1000)
+    with pytest.raises(TemplateError, match=r"range \(1\.\.1001\) has more than 1000 items \(line 2\)"):
+        check_literal_ranges("ok\n{% if x %}{% assign r = (1..1001) | size %}{% endif %}", max_value=1000)
