@@ -46,45 +46,73 @@ class RenderLimits:
     memory_mb: int = 1024
 
 
-# A request: {field: (source, html)}, attributes, contactKey, to. An answer: ("ok", {field: text}),
-# ("error", message) for an ordinary template error, or ("limit", message) after which the child exits.
+# A request: ({field: (source, html)}, attributes, contactKey, to). The parent sends a list of them in
+# one frame; the child answers each in its own frame, in order: (kind, value, spoiled), where kind is
+# "ok" ({field: text}), "error" (an ordinary template error) or "limit". After a CPU or memory limit
+# (spoiled) the child answers the rest of the list and exits.
 Fields = Mapping[str, tuple[str, bool]]
+Request = tuple[dict[str, tuple[str, bool]], dict[str, Any], str | None, str]
+BATCH = 50  # most requests in one frame: a claim of 100 messages is two round trips, one per child
+
+
+@dataclass(slots=True)
+class _Call:
+    request: Request
+    future: asyncio.Future[dict[str, str]]
 
 
 class _Worker:
     def __init__(self, proc: asyncio.subprocess.Process):
         self.proc = proc
 
-    async def call(self, request: bytes, timeout: float) -> tuple[str, Any]:
+    def send(self, requests: list[Request]) -> None:
+        assert self.proc.stdin is not None
+        body = pickle.dumps(requests)
+        self.proc.stdin.write(_HEADER.pack(len(body)) + body)
+
+    async def answer(self, timeout: float) -> tuple[str, Any, bool]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(_HEADER.pack(len(request)) + request)
         async with asyncio.timeout(timeout):
             await self.proc.stdin.drain()
             (size,) = _HEADER.unpack(await self.proc.stdout.readexactly(_HEADER.size))
-            answer: tuple[str, Any] = pickle.loads(await self.proc.stdout.readexactly(size))
+            answer: tuple[str, Any, bool] = pickle.loads(await self.proc.stdout.readexactly(size))
         return answer
 
     async def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        await self.proc.stdout.read()  # to the end of the pipe, which closes its transport
         await self.proc.wait()
 
 
 class Sandbox:
-    """A pool of render processes. ``render`` is safe to call from many tasks at once."""
+    """A pool of render processes. ``render`` may be called from many tasks at once: calls made
+    together travel together, up to ``BATCH`` to a process, so a claim costs a round trip per child."""
 
     def __init__(self, limits: RenderLimits, processes: int = 2):
         self.limits, self.processes = limits, processes
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._idle: list[_Worker] = []
+        self._pending: list[_Call] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._all: set[_Worker] = set()
+        self._scheduled = self._closing = False
 
     async def start(self) -> None:
-        for worker in await asyncio.gather(*(self._spawn() for _ in range(self.processes))):
-            self._idle.put_nowait(worker)
+        self._idle = list(await asyncio.gather(*(self._spawn() for _ in range(self.processes))))
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(w.kill() for w in list(self._all)))
-        self._all.clear()
+        """Stop every child; a render in progress fails (its message's lease expires)."""
+        self._closing = True
+        for worker in self._all:  # busy ones: their task sees the pipe end and cleans up
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.kill()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(w.kill() for w in self._idle))
+        self._idle.clear()
+        for call in self._pending:
+            call.future.cancel()
 
     async def _spawn(self) -> _Worker:
         limits = self.limits
@@ -100,34 +128,66 @@ class Sandbox:
     async def render(self, fields: Fields, attributes: Mapping[str, Any] | None, *, contact_key: str | None,
                      to: str) -> dict[str, str]:  # fmt: skip
         """Render every field for one recipient; raises ``TemplateError`` (``TemplateLimitError`` for a
-        limit). The wall-clock backstop covers a child stuck where its CPU timer cannot fire."""
-        request = pickle.dumps((dict(fields), dict(attributes or {}), contact_key, to))
-        worker = await self._idle.get()
-        backstop = self.limits.cpu_seconds * 3 + 5.0
-        try:
-            kind, value = await worker.call(request, backstop)
-        except TimeoutError:
-            await self._replace(worker)
-            raise TemplateLimitError(f"render time limit exceeded: no answer in {backstop:g} s") from None
-        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
-            await self._replace(worker)
-            raise TemplateLimitError("memory limit exceeded: the render process ended") from None
-        except BaseException:  # cancelled mid-call: the child's answer would be read by the next caller
-            await self._replace(worker)
-            raise
-        if kind == "limit":
-            await self._replace(worker)
-            raise TemplateLimitError(value)
-        self._idle.put_nowait(worker)
-        if kind == "error":
-            raise TemplateError(value)
-        result: dict[str, str] = value
-        return result
+        limit)."""
+        call = _Call(
+            (dict(fields), dict(attributes or {}), contact_key, to), asyncio.get_running_loop().create_future()
+        )
+        self._pending.append(call)
+        if not self._scheduled:  # once per loop iteration, so the calls of one claim share frames
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+        return await call.future
 
-    async def _replace(self, worker: _Worker) -> None:
-        self._all.discard(worker)
-        await worker.kill()
-        self._idle.put_nowait(await self._spawn())
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        while self._pending and self._idle and not self._closing:
+            share = -(-len(self._pending) // len(self._idle))  # spread over the idle processes
+            chunk, self._pending = self._pending[: min(share, BATCH)], self._pending[min(share, BATCH) :]
+            task = asyncio.create_task(self._run(self._idle.pop(), chunk))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, worker: _Worker, chunk: list[_Call]) -> None:
+        """Answers arrive one by one, so a child that stops answering costs only the request it was on;
+        the rest go back to the queue. The wall-clock backstop covers a child stuck where its CPU timer
+        cannot fire."""
+        backstop, healthy, spoiled, done = self.limits.cpu_seconds * 3 + 5.0, False, False, 0
+        try:
+            worker.send([c.request for c in chunk])
+            for call in chunk:
+                kind, value, limit_hit = await worker.answer(backstop)
+                done += 1
+                spoiled = spoiled or limit_hit
+                _settle(call.future, kind, value)
+            healthy = not spoiled  # otherwise the child has exited after its last answer
+        except TimeoutError:
+            _settle(chunk[done].future, "limit", f"render time limit exceeded: no answer in {backstop:g} s")
+            done += 1
+        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
+            _settle(chunk[done].future, "limit", "memory limit exceeded: the render process ended")
+            done += 1
+        finally:
+            self._pending[:0] = [c for c in chunk[done:] if not c.future.done()]
+            await self._give_back(worker, healthy)
+
+    async def _give_back(self, worker: _Worker, healthy: bool) -> None:
+        if not healthy:
+            self._all.discard(worker)
+            await worker.kill()
+            if self._closing:
+                return
+            worker = await self._spawn()
+        self._idle.append(worker)
+        self._dispatch()
+
+
+def _settle(future: asyncio.Future[dict[str, str]], kind: str, value: Any) -> None:
+    if future.done():  # its caller was cancelled
+        return
+    if kind == "ok":
+        future.set_result(value)
+    else:
+        future.set_exception(TemplateLimitError(value) if kind == "limit" else TemplateError(value))
 
 
 # --- the child -----------------------------------------------------------------------------------
@@ -148,13 +208,14 @@ def _read(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-def _answer(stream: BinaryIO, answer: tuple[str, Any]) -> None:
+def _answer(stream: BinaryIO, answer: tuple[str, Any, bool]) -> None:
     body = pickle.dumps(answer)
     stream.write(_HEADER.pack(len(body)) + body)
     stream.flush()
 
 
-def _render_one(request: tuple[Fields, dict[str, Any], str | None, str], limits: RenderLimits) -> tuple[str, Any]:
+def _render_one(request: Request, limits: RenderLimits) -> tuple[str, Any, bool]:
+    """(kind, value, whether the process must be replaced)."""
     from dispatcher.sending.templates import render
 
     fields, attributes, contact_key, to = request
@@ -165,16 +226,16 @@ def _render_one(request: tuple[Fields, dict[str, Any], str | None, str], limits:
             for name, (source, html) in fields.items()
         }
     except _CpuLimit:
-        return "limit", f"CPU time limit exceeded: rendering took more than {limits.cpu_seconds:g} s"
+        return "limit", f"CPU time limit exceeded: rendering took more than {limits.cpu_seconds:g} s", True
     except MemoryError:
-        return "limit", f"memory limit exceeded: rendering needed more than {limits.memory_mb} MB"
+        return "limit", f"memory limit exceeded: rendering needed more than {limits.memory_mb} MB", True
     except TemplateLimitError as exc:
-        return "limit", exc.message
+        return "limit", exc.message, False
     except TemplateError as exc:
-        return "error", exc.message
+        return "error", exc.message, False
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
-    return "ok", out
+    return "ok", out, False
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,12 +255,15 @@ def main(argv: list[str] | None = None) -> None:
     while True:
         try:
             (size,) = _HEADER.unpack(_read(stdin, _HEADER.size))
-            request = pickle.loads(_read(stdin, size))
+            requests = pickle.loads(_read(stdin, size))
         except EOFError:
             return
-        kind, value = _render_one(request, limits)
-        _answer(stdout, (kind, value))
-        if kind == "limit":  # whatever the template left behind goes with the process
+        spoiled = False  # a CPU or memory limit interrupted the renderer somewhere: do not keep it
+        for request in requests:
+            kind, value, limit_hit = _render_one(request, limits)
+            spoiled = spoiled or limit_hit
+            _answer(stdout, (kind, value, limit_hit))
+        if spoiled:
             return
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -58,3 +59,16 @@ async def test_the_memory_cap_stops_what_the_value_limit_lets_through(loose_sand
     with pytest.raises(TemplateLimitError, match="memory limit"):
         await loose_sandbox.render({"text": (DOUBLING, False)}, {}, contact_key=None, to="x")
     assert await loose_sandbox.render({"text": ("ok", False)}, {}, contact_key=None, to="x") == {"text": "ok"}
+
+
+async def test_messages_rendered_together_with_a_hostile_one_are_unaffected(sandbox: Sandbox) -> None:
+    burner = "{% for i in (1..99999) %}{% assign x = 'abc' | upcase | append: i %}{% endfor %}" * 40
+    sources = ["a {{ attributes.n }}", burner, "b {{ attributes.n }}", DOUBLING, "c {{ attributes.n }}"]
+    results = await asyncio.gather(
+        *(sandbox.render({"text": (s, False)}, {"n": 1}, contact_key=None, to="x") for s in sources),
+        return_exceptions=True,
+    )
+    assert [r if isinstance(r, dict) else type(r).__name__ for r in results] == [
+        {"text": "a 1"}, "TemplateLimitError", {"text": "b 1"}, "TemplateLimitError", {"text": "c 1"},
+    ]  # fmt: skip
+    assert "CPU time limit" in str(results[1]) and "value size limit" in str(results[3])
