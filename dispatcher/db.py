@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
+from dispatcher import jsontext
 from dispatcher.logs import get_logger
 from dispatcher.settings import Settings
 
@@ -71,7 +71,7 @@ def start_embedded(pgdata: Path) -> Any:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("jsonb", "json"):
         await conn.set_type_codec(
-            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+            typ, encoder=lambda v: jsontext.dumps(v).decode(), decoder=jsontext.loads, schema="pg_catalog"
         )
 
 
