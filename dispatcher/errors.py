@@ -36,6 +36,11 @@ class Unauthorized(DispatcherError):
 class Forbidden(DispatcherError):
     status, code = 403, "forbidden"
 
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None, **kw):
+        super().__init__(message, field=field, **kw)
+        if code:
+            self.code = code
+
 
 class NotFound(DispatcherError):
     status, code = 404, "not_found"

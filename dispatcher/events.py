@@ -7,18 +7,18 @@ transaction and wakes the workers on commit.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from dispatcher.db import queries
 from dispatcher.errors import InvalidRequest
+from dispatcher.inputs import Int
 
 MESSAGE_EVENT_TYPES = (
     "queued", "sent", "delivered", "deferred", "bounced",
@@ -45,6 +45,13 @@ def _no_nul(value: Any) -> Any:
     return value
 
 
+def _text(value: Any) -> Any:
+    """Timestamps come as RFC 3339 text; a number is not one (lax parsing would read it as unix seconds)."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string, e.g. 2030-01-01T09:00:00Z")
+    return value
+
+
 def _in_range(value: datetime) -> datetime:
     """An aware datetime PostgreSQL can store: year 1 at +01:00 is before year 1 in UTC."""
     try:
@@ -53,7 +60,8 @@ def _in_range(value: datetime) -> datetime:
         raise ValueError("is out of the supported date range") from None
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+# Strict(False): request models are strict, but a timestamp is text in JSON and must be parsed.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text), Strict(False), AfterValidator(_in_range)]
 Text = Annotated[str, AfterValidator(_no_nul)]
 Key = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
@@ -62,7 +70,7 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
 class _Data(BaseModel):
     """Per-type event data: known fields are typed, anything else is kept as given."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class EngagementData(_Data):
@@ -72,7 +80,7 @@ class EngagementData(_Data):
 
 class BouncedData(_Data):
     bounceType: Literal["hard", "soft"]
-    smtpCode: int | None = None
+    smtpCode: Int | None = None
     reason: Text | None = None
 
 
@@ -82,11 +90,11 @@ class ClickedData(EngagementData):
 
 class FailedData(_Data):
     reason: Annotated[str, Field(min_length=1), AfterValidator(_no_nul)]
-    statusCode: int | None = None
+    statusCode: Int | None = None
 
 
 class _EventBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     messageKey: Key
     id: Key | None = Field(None, description="Client event id; re-sending it is idempotent.")
@@ -132,7 +140,7 @@ EventIn = Annotated[GenericEvent | OpenedEvent | ClickedEvent | BouncedEvent | F
 
 
 class EventBatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     events: Annotated[list[EventIn], Field(min_length=1, max_length=1000)]
 
 
@@ -266,22 +274,30 @@ def message_status(events: list[tuple[str, dict[str, Any]]]) -> str | None:
     return best
 
 
+# A page's cursor is the id of its last item: digits, a shape the API document can state exactly.
+CURSOR_PATTERN = "^[0-9]{1,18}$"
+_CURSOR = re.compile("[0-9]{1,18}")
+
+
+def _check_cursor(value: str) -> str:
+    if not _CURSOR.fullmatch(value):
+        raise ValueError("is not a cursor this API returned (1 to 18 digits)")
+    return value
+
+
+Cursor = Annotated[str, AfterValidator(_check_cursor), Field(json_schema_extra={"pattern": CURSOR_PATTERN})]
+
+
 def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"e:{last_id}".encode()).decode().rstrip("=")
+    return str(last_id)
 
 
 def decode_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = raw.partition(":")
-        n = int(value)
-        if kind != "e" or not 0 <= n < 2**63:
-            raise ValueError(kind)
-        return n
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequest("cursor is not one this API returned", field="cursor") from None
+    if not _CURSOR.fullmatch(cursor):
+        raise InvalidRequest("cursor is not one this API returned", field="cursor")
+    return int(cursor)
 
 
 async def list_events(

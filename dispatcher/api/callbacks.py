@@ -12,38 +12,42 @@ from dispatcher import callbacks, deliveries, events
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
 from dispatcher.delivery import outbound
-from dispatcher.errors import InvalidRequest
+from dispatcher.inputs import WHOLE, Description, Int, Name, Omittable, Url
 from dispatcher.logs import get_logger
 
 router = Router()
 log = get_logger("dispatcher.callbacks")
 VERIFICATIONS = web.AppKey("verifications", set[asyncio.Task[None]])
 
-Name = Annotated[events.Text, Field(min_length=1, max_length=100)]
-Url = Annotated[events.Text, Field(min_length=1, max_length=2048)]
-Description = Annotated[events.Text, Field(max_length=1000)]
-FilterValue = Annotated[str, Field(max_length=200)] | int | bool
+BatchSize = Annotated[int, Field(ge=1, le=1000), WHOLE]
+FilterValue = Annotated[str, Field(max_length=200)] | Int | bool
 if TYPE_CHECKING:
     SubscribableType = str
 else:
     SubscribableType = Literal[events.EVENT_TYPES + ("*",)]
 
 
+# Request bodies are strict: a JSON value of the wrong type (true for an integer) is refused, never coerced.
+_BODY = ConfigDict(extra="forbid", strict=True)
+
+
 class CallbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
     name: Name
     url: Url
-    maxBatchSize: int = Field(1, ge=1, le=1000)
+    maxBatchSize: BatchSize = 1
     description: Description | None = None
 
 
 class CallbackPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Name | None = None
-    url: Url | None = None
-    maxBatchSize: int | None = Field(None, ge=1, le=1000)
-    description: Description | None = None
-    status: Literal["active", "disabled"] | None = Field(None, description="'active' re-enables a disabled callback.")
+    model_config = _BODY
+    name: Omittable[Name] = None
+    url: Omittable[Url] = None
+    maxBatchSize: Omittable[BatchSize] = None
+    description: Description | None = Field(None, description="null clears it")
+    status: Omittable[Literal["active", "disabled"]] = Field(
+        None, description="'active' re-enables a disabled callback."
+    )
 
 
 class CallbackOut(BaseModel):
@@ -66,7 +70,7 @@ class CallbackListOut(BaseModel):
 
 
 class VerifyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
     verificationKey: Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -75,7 +79,7 @@ class SecretOut(BaseModel):
 
 
 class SubscriptionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
     name: Name
     callbackId: Annotated[str, Field(min_length=1, max_length=40)]
     eventTypes: Annotated[list[SubscribableType], Field(min_length=1, max_length=20)]
@@ -84,11 +88,11 @@ class SubscriptionIn(BaseModel):
 
 
 class SubscriptionPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Name | None = None
-    eventTypes: Annotated[list[SubscribableType], Field(min_length=1, max_length=20)] | None = None
-    filters: Annotated[dict[Annotated[str, Field(max_length=100)], FilterValue], Field(max_length=20)] | None = None
-    status: Literal["active", "paused"] | None = None
+    model_config = _BODY
+    name: Omittable[Name] = None
+    eventTypes: Omittable[Annotated[list[SubscribableType], Field(min_length=1, max_length=20)]] = None
+    filters: Omittable[Annotated[dict[Annotated[str, Field(max_length=100)], FilterValue], Field(max_length=20)]] = None
+    status: Omittable[Literal["active", "paused"]] = None
 
 
 class SubscriptionOut(BaseModel):
@@ -117,7 +121,7 @@ class DeliveriesQuery(BaseModel):
     since: events.Timestamp | None = None
     until: events.Timestamp | None = None
     limit: int = Field(100, ge=1, le=1000)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: events.Cursor | None = None
 
 
 class CallbackAttemptOut(BaseModel):
@@ -148,7 +152,7 @@ class AttemptsQuery(BaseModel):
     since: events.Timestamp | None = None
     until: events.Timestamp | None = None
     limit: int = Field(100, ge=1, le=1000)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: events.Cursor | None = None
 
 
 class DeliveryOut(BaseModel):
@@ -176,9 +180,9 @@ class DeliveryListOut(BaseModel):
 
 
 class RecoverIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _BODY
     since: events.Timestamp
-    until: events.Timestamp | None = None
+    until: events.Timestamp | None = Field(None, description="at or before since: an empty window")
 
 
 class RecoverOut(BaseModel):
@@ -251,11 +255,8 @@ async def get_callback(call: Call) -> Any:
               scope="callbacks:manage", body=CallbackPatch, response=CallbackOut, tag="callbacks")  # fmt: skip
 async def patch_callback(call: Call) -> Any:
     changes = call.body.model_dump(exclude_unset=True)
-    if changes.get("url"):
+    if "url" in changes:
         await _check_url(call, changes["url"])
-    for name in ("name", "maxBatchSize", "status"):
-        if name in changes and changes[name] is None:
-            raise InvalidRequest("must not be null", field=name)
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         row, key = await callbacks.update_callback(conn, _account(call), call.path("callbackId"), changes)
     if key:
@@ -331,8 +332,6 @@ async def list_attempts(call: Call) -> Any:
               scope="callbacks:manage", body=RecoverIn, response=RecoverOut, tag="deliveries")  # fmt: skip
 async def recover(call: Call) -> Any:
     body: RecoverIn = call.body
-    if body.until is not None and body.until <= body.since:
-        raise InvalidRequest("must be later than since", field="until")
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
         count = await deliveries.recover(conn, _account(call), cb["id"], body.since, body.until)
@@ -390,9 +389,6 @@ async def get_subscription(call: Call) -> Any:
               scope="callbacks:manage", body=SubscriptionPatch, response=SubscriptionOut, tag="subscriptions")  # fmt: skip
 async def patch_subscription(call: Call) -> Any:
     changes = call.body.model_dump(exclude_unset=True)
-    for name, value in changes.items():
-        if value is None:
-            raise InvalidRequest("must not be null", field=name)
     async with call.app[DB].pool.acquire() as conn:
         row = await callbacks.update_subscription(conn, _account(call), call.path("subscriptionId"), changes)
     return callbacks.subscription_json(row)

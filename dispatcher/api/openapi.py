@@ -1,4 +1,9 @@
-"""/openapi.json, generated from the same route table and pydantic models that validate requests."""
+"""/openapi.json, generated from the same route table and pydantic models that validate requests.
+
+It states every rule a validator enforces: what the models declare, plus what the body reader refuses in
+every body (U+0000 in any string or key, nesting deeper than 32 levels), so a request the document allows
+is one the service accepts.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,15 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 import dispatcher
-from dispatcher.api.routing import Route
+from dispatcher.api.routing import MAX_DEPTH, Route
+from dispatcher.inputs import NO_NUL
 
 _REF = "#/components/schemas/{model}"
+_ID = {"type": "string", "minLength": 1, "maxLength": 100}  # an id that does not exist is a 404, never a 400
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -28,10 +37,64 @@ _ERROR = {
 }
 
 
+_ANY = "x-any-json-value"
+_JSON_VALUE_REF = {"$ref": _REF.format(model="JsonValue")}
+_JSON_VALUE = {
+    "description": f"Any JSON value: no string or key holds U+0000, and it nests at most {MAX_DEPTH} levels.",
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": _JSON_VALUE_REF},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _JSON_VALUE_REF},
+    ],
+}
+
+
+class _Generate(GenerateJsonSchema):
+    """pydantic's JSON schema, plus the rules the body reader applies to every string, key and free-form value."""
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        out = super().str_schema(schema)
+        out.setdefault("pattern", NO_NUL)
+        return out
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        out = super().dict_schema(schema)
+        out.setdefault("propertyNames", {"pattern": NO_NUL})
+        return out
+
+    def any_schema(self, schema: core_schema.AnySchema) -> JsonSchemaValue:
+        return {_ANY: True}  # pydantic checks the refs it generates: this one is put in afterwards
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        out = super().default_schema(schema)
+        # a field that may be left out but not be null (inputs.Omittable) has no default to show
+        if out.get("default", ...) is None and "anyOf" not in out and out.get("type") != "null":
+            out.pop("default")
+        return out
+
+
 def _schema(tp: Any, defs: dict[str, Any], mode: str = "validation") -> dict[str, Any]:
-    schema = TypeAdapter(tp).json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
-    defs.update(schema.pop("$defs", {}))
-    return schema
+    schema = TypeAdapter(tp).json_schema(ref_template=_REF, mode=mode, schema_generator=_Generate)  # type: ignore[arg-type]
+    defs.update(_free_form(schema.pop("$defs", {})))
+    return _free_form(schema)
+
+
+def _free_form(schema: Any) -> Any:
+    """Free-form values (`Any`, and the extra fields of a model that keeps them) as JsonValue."""
+    if isinstance(schema, list):
+        return [_free_form(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if _ANY in schema:
+        return dict(_JSON_VALUE_REF)
+    out = {k: _free_form(v) for k, v in schema.items()}
+    if out.get("additionalProperties") is True:
+        out["additionalProperties"] = dict(_JSON_VALUE_REF)
+        out.setdefault("propertyNames", {"pattern": NO_NUL})
+    return out
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -42,7 +105,7 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def build(routes: list[Route]) -> dict[str, Any]:
-    defs: dict[str, Any] = {"Error": _ERROR}
+    defs: dict[str, Any] = {"Error": _ERROR, "JsonValue": _JSON_VALUE}
     paths: dict[str, Any] = {}
     for r in routes:
         path = re.sub(r"{(\w+):[^}]+}", r"{\1}", r.path)  # aiohttp's {name:regex} is {name} in OpenAPI
@@ -52,7 +115,7 @@ def build(routes: list[Route]) -> dict[str, Any]:
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+                "schema": _schema(r.params[name], defs) if name in r.params else dict(_ID),
             }
             for name in re.findall(r"{(\w+)}", path)
         ]

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from dispatcher import jsontext
 from dispatcher.accounts import Principal
 from dispatcher.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -39,6 +40,7 @@ class Route:
     tag: str = "default"
     raw_body: bool = False
     max_body: int | None = None  # bytes; None: DISPATCHER_MAX_BODY_BYTES
+    params: dict[str, Any] = field(default_factory=dict)  # path parameter -> the type its handler enforces
     errors: dict[int, str] = field(default_factory=dict)  # error answers the route gives beyond the usual ones
 
 
@@ -72,7 +74,7 @@ class Router:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(body=jsontext.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
 def field_path(loc: tuple[Any, ...], tags: frozenset[str] = frozenset()) -> str:
@@ -121,9 +123,11 @@ async def read_json(request: web.Request, limit: int) -> Any:
     if len(raw) > limit:
         raise too_large
     try:
-        data = orjson.loads(raw)
+        data = jsontext.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # the exact re-parse of a body with a long number recurses per level
+        raise InvalidRequest(f"is nested deeper than {MAX_DEPTH} levels", code="too_deep") from None
     check_storable(data)
     return data
 

@@ -16,6 +16,8 @@ from dispatcher.sending import models, service, tracking
 
 router = Router()
 SEND_MAX_BODY = 4 * 1024 * 1024  # attachments may total 2 MB decoded: ~2.7 MB as base64, plus the rest
+_MESSAGE_KEY = {"messageKey": models.MessageKey}  # path parameters as the handlers check them
+_DEFINITION_KEY = {"definitionKey": models.DefinitionKey}
 _PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
 
 
@@ -79,14 +81,14 @@ async def list_definitions(call: Call) -> Any:
 
 
 @router.route("GET", "/v1/definitions/{definitionKey}", summary="Get a send definition", scope="messages:send",
-              response=DefinitionOut, tag="sending")  # fmt: skip
+              response=DefinitionOut, tag="sending", params=_DEFINITION_KEY)  # fmt: skip
 async def get_definition(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         return service.definition_json(await service.get_definition(conn, _account(call), call.path("definitionKey")))
 
 
 @router.route("PATCH", "/v1/definitions/{definitionKey}", summary="Change a send definition; activating releases waiting sends",
-              scope="messages:send", body=models.DefinitionPatch, response=DefinitionOut, tag="sending")  # fmt: skip
+              scope="messages:send", body=models.DefinitionPatch, response=DefinitionOut, tag="sending", params=_DEFINITION_KEY)  # fmt: skip
 async def patch_definition(call: Call) -> Any:
     service.check_template_limits(call.body.content, call.app[SETTINGS].render_max_value, "content.")
     async with call.app[DB].pool.acquire() as conn:
@@ -95,7 +97,7 @@ async def patch_definition(call: Call) -> Any:
 
 
 @router.route("DELETE", "/v1/definitions/{definitionKey}", summary="Delete a send definition", scope="messages:send",
-              status=204, tag="sending")  # fmt: skip
+              status=204, tag="sending", params=_DEFINITION_KEY)  # fmt: skip
 async def delete_definition(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         await service.delete_definition(conn, _account(call), call.path("definitionKey"))
@@ -106,7 +108,8 @@ async def delete_definition(call: Call) -> Any:
 
 
 @router.route("POST", "/v1/messages/{messageKey:[^/]+}", summary="Send one message (202 after commit)", scope="messages:send",
-              body=models.SendRequest, response=SendOut, status=202, tag="sending", max_body=SEND_MAX_BODY)  # fmt: skip
+              body=models.SendRequest, response=SendOut, status=202, tag="sending", max_body=SEND_MAX_BODY,
+              params=_MESSAGE_KEY)  # fmt: skip
 async def send_message(call: Call) -> Any:
     key = _message_key(call)
     body: models.SendRequest = call.body
@@ -167,7 +170,7 @@ async def send_batch(call: Call) -> Any:
 
 
 @router.route("POST", "/v1/messages/{messageKey:[^/]+}/send", summary="Send a draft", scope="messages:send",
-              response=SendOut, status=202, tag="sending")  # fmt: skip
+              response=SendOut, status=202, tag="sending", params=_MESSAGE_KEY)  # fmt: skip
 async def send_draft(call: Call) -> Any:
     key = _message_key(call)
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
@@ -176,7 +179,7 @@ async def send_draft(call: Call) -> Any:
 
 
 @router.route("DELETE", "/v1/messages/{messageKey:[^/]+}", summary="Discard a draft", scope="messages:send",
-              status=204, tag="sending")  # fmt: skip
+              status=204, tag="sending", params=_MESSAGE_KEY)  # fmt: skip
 async def discard_draft(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         await service.discard_draft(conn, _account(call), _message_key(call))
@@ -185,7 +188,7 @@ async def discard_draft(call: Call) -> Any:
 
 @router.route(
     "GET", "/v1/messages/{messageKey:[^/]+}", summary="A message's status and timeline", scope="events:read",
-    query=MessageQuery, response=MessageOut, tag="events",
+    query=MessageQuery, response=MessageOut, tag="events", params={"messageKey": events.Key},
 )  # fmt: skip
 async def get_message(call: Call) -> Any:
     return await message_with_send(call, call.path("messageKey"), call.query.include)

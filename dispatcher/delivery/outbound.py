@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from dispatcher.errors import InvalidRequest
+from dispatcher.errors import Forbidden, InvalidRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -83,6 +83,8 @@ def parse_ip(host: str) -> IPAddress | None:
 
 
 def check_url_syntax(url: str, *, allow_http: bool) -> urllib.parse.SplitResult:
+    """400 for a malformed URL; 403 for plain http where this deployment requires https (a policy that the
+    API document cannot state)."""
     field = "url"
     try:
         parts = urllib.parse.urlsplit(url)
@@ -92,7 +94,11 @@ def check_url_syntax(url: str, *, allow_http: bool) -> urllib.parse.SplitResult:
     if parts.scheme not in ("http", "https"):
         raise InvalidRequest("must be an http(s) URL", field=field)
     if parts.scheme == "http" and not allow_http:
-        raise InvalidRequest("must use https (set DISPATCHER_ALLOW_HTTP_CALLBACKS=true to allow http)", field=field)
+        raise Forbidden(
+            "must use https (set DISPATCHER_ALLOW_HTTP_CALLBACKS=true to allow http)",
+            field=field,
+            code="https_required",
+        )
     if parts.username is not None or parts.password is not None:
         raise InvalidRequest("must not carry credentials", field=field)
     if not parts.hostname:
@@ -103,7 +109,9 @@ def check_url_syntax(url: str, *, allow_http: bool) -> urllib.parse.SplitResult:
 
 
 async def check_url(url: str, *, allow_http: bool, allowed: Sequence[Network]) -> None:
-    """Registration-time check: syntax, then every address the host resolves to."""
+    """Registration-time check: syntax, then every address the host resolves to. A host that does not resolve,
+    or resolves to a forbidden address, is refused with 403: the URL is well formed, this deployment will not
+    call it."""
     parts = check_url_syntax(url, allow_http=allow_http)
     host = parts.hostname or ""
     literal = parse_ip(host)
@@ -113,10 +121,10 @@ async def check_url(url: str, *, allow_http: bool, allowed: Sequence[Network]) -
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
-            raise InvalidRequest(f"host {host!r} does not resolve", field="url") from None
+            raise Forbidden(f"host {host!r} does not resolve", field="url", code="unresolvable_host") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not addresses or any(is_forbidden(a, allowed) for a in addresses):
-        raise InvalidRequest(
+        raise Forbidden(
             "resolves to a private, loopback or otherwise reserved address (see DISPATCHER_ALLOWED_NETWORKS)",
             field="url",
             code="forbidden_address",

@@ -24,7 +24,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -34,6 +33,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from dispatcher.inputs import NO_CONTROL, Omittable, PlainText
 from dispatcher.sending.addresses import normalize_address, parse_mailbox
 from dispatcher.sending.errors import TemplateError
 from dispatcher.sending.templates import parse_template
@@ -114,6 +114,7 @@ RESERVED_HEADERS = frozenset(
     )
 )
 
+DEFINITION_KEY_PATTERN = "^[A-Za-z0-9_.-]{1,100}$"
 _DEFINITION_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _RFC3339_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
 _MAX_HEADER_VALUE = 998
@@ -220,24 +221,31 @@ def _check_address_template(value: str) -> str:
     return value
 
 
-def _reject_null(value: Any) -> Any:
-    if value is None:
-        raise _error("null_not_allowed", "must not be null")
-    return value
-
-
-EmailAddress = Annotated[str, AfterValidator(_check_address)]
-MessageKey = Annotated[str, AfterValidator(_check_message_key)]
-DefinitionKey = Annotated[str, AfterValidator(_check_definition_key)]
-Template = Annotated[str, AfterValidator(_check_template)]
-HtmlTemplate = Annotated[str, AfterValidator(_check_html_template)]
-AddressTemplate = Annotated[str, AfterValidator(_check_address_template)]
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
+EmailAddress = Annotated[str, AfterValidator(_check_address), Field(json_schema_extra={"format": "email"})]
+MessageKey = Annotated[
+    str,
+    AfterValidator(_check_message_key),
+    Field(min_length=1, max_length=MAX_MESSAGE_KEY_LENGTH, json_schema_extra={"pattern": NO_CONTROL}),
+]
+DefinitionKey = Annotated[
+    str, AfterValidator(_check_definition_key), Field(json_schema_extra={"pattern": DEFINITION_KEY_PATTERN})
+]
+# Formats the document names for rules no pattern can state (see README "API"): a Liquid template, and a
+# mailbox ("addr" or "Name <addr>") or a Liquid template that renders to one.
+_LIQUID = Field(json_schema_extra={"format": "liquid-template"})
+Template = Annotated[str, AfterValidator(_check_template), _LIQUID]
+HtmlTemplate = Annotated[str, AfterValidator(_check_html_template), _LIQUID]
+AddressTemplate = Annotated[
+    str, AfterValidator(_check_address_template), Field(json_schema_extra={"format": "mailbox"})
+]
+Name = Annotated[PlainText, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
+Description = Annotated[PlainText, Field(max_length=1000)]
 Status = Literal["active", "inactive"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON value of the wrong type (true for a number, "1" for a boolean) is refused, never coerced
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- definitions -----------------------------------------------------------------------
@@ -278,7 +286,7 @@ class DefinitionCreate(_Model):
     definitionKey: DefinitionKey
     name: Name
     status: Status = "active"
-    description: str | None = None
+    description: Description | None = None
     content: DefinitionContent
     options: DefinitionOptions = Field(default_factory=DefinitionOptions)
 
@@ -290,12 +298,12 @@ class DefinitionPatch(_Model):
     but not nulled.
     """
 
-    definitionKey: Annotated[DefinitionKey | None, BeforeValidator(_reject_null)] = None
-    name: Annotated[Name | None, BeforeValidator(_reject_null)] = None
-    status: Annotated[Status | None, BeforeValidator(_reject_null)] = None
-    description: str | None = None
-    content: Annotated[DefinitionContent | None, BeforeValidator(_reject_null)] = None
-    options: Annotated[DefinitionOptions | None, BeforeValidator(_reject_null)] = None
+    definitionKey: Omittable[DefinitionKey] = None
+    name: Omittable[Name] = None
+    status: Omittable[Status] = None
+    description: Description | None = None
+    content: Omittable[DefinitionContent] = None
+    options: Omittable[DefinitionOptions] = None
 
 
 # --- single send -----------------------------------------------------------------------
@@ -407,6 +415,10 @@ def _attachments_too_large() -> PydanticCustomError:
     return _error("attachments_too_large", "attachments must total less than 2 MB once decoded")
 
 
+def _present(*names: str) -> dict[str, Any]:
+    return {"required": list(names), "properties": {n: {"type": "string"} for n in names}}
+
+
 class SendRequest(_Content):
     """Body of ``POST /v1/messages/{messageKey}``.
 
@@ -419,13 +431,26 @@ class SendRequest(_Content):
     bcc: list[EmailAddress] | None = None
     headers: dict[str, str] | None = None
     attachments: dict[str, str] | None = None
-    sendAt: int | str | None = None
+    sendAt: int | str | None = Field(
+        None,
+        json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}, {"type": "null"}]},
+    )
     tracked: bool | None = None
     disableMessageRetention: bool | None = None
     sendToUnsubscribed: bool | None = None
     queueDraft: bool = False
 
     _send_at: datetime | None = PrivateAttr(default=None)
+
+    # Without a definition, the send itself carries from, subject, and html or text.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                _present("definitionKey"),
+                {**_present("from", "subject"), "anyOf": [_present("html"), _present("text")]},
+            ]
+        }
+    )
 
     @field_validator("headers")
     @classmethod
@@ -442,6 +467,8 @@ class SendRequest(_Content):
     def _check_send_at(cls, value: Any) -> Any:
         if value is None:
             return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON does not tell 5 from 5.0
         when = _parse_send_at(value)
         if when - datetime.now(UTC) > MAX_SEND_AHEAD:
             raise _error("send_at_too_far", "sendAt must be at most 90 days in the future")

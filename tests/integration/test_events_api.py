@@ -179,7 +179,7 @@ async def test_events_filter_by_type_message_definition_and_time(api: Api):
 @pytest.mark.parametrize(
     ("query", "field"),
     [("limit=0", "limit"), ("limit=1001", "limit"), ("type=bogus", "type"), ("cursor=zzz", "cursor"),
-     ("since=notadate", "since"), ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
+     ("since=notadate", "since"),
      ("what=1", "what")],
 )  # fmt: skip
 async def test_invalid_history_query_is_400_naming_the_parameter(api: Api, query, field):

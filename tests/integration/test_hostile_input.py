@@ -730,8 +730,7 @@ async def test_echoed_request_id_never_carries_cr_lf_or_injected_headers(api: Ap
 
 async def test_cr_lf_in_json_string_fields_is_stored_as_data_not_as_headers(api: Api):
     text = "a\r\nX-Injected: yes\r\n\r\n<html>"
-    for n in range(2):
-        await roundtrip(api, ["events", "callbacks"][n], text, n, "")
+    await roundtrip(api, "events", text, 0, "")  # names and URLs refuse it (test_strict_input.py)
     status, body = await api.post(
         "/v1/messages/crlf", with_field(VALID["messages"][1], "headers", {"X-Tag": "v\r\nBcc: evil@example.com"})
     )

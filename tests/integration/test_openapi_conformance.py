@@ -24,6 +24,18 @@ from schemathesis import GenerationMode  # noqa: E402
 from schemathesis import checks as st_checks  # noqa: E402
 
 EXAMPLES_PER_OPERATION = 10
+# Formats the document names for rules no pattern can state: generate values that follow them, as schemathesis
+# does for the formats it knows (email, date-time, uri).
+schemathesis.openapi.format(
+    "liquid-template", hypothesis.strategies.text(hypothesis.strategies.characters(exclude_characters="{}%\x00"))
+)
+schemathesis.openapi.format(
+    "mailbox",
+    hypothesis.strategies.from_regex(
+        r"(?:[A-Za-z]{1,20} <ADDR>|ADDR)".replace("ADDR", r"[a-z0-9]{1,10}(?:\.[a-z0-9]{1,10})?@[a-z]{1,10}\.com"),
+        fullmatch=True,
+    ),
+)
 # The same document the app serves (the test reads the served one; this copy only names the test cases).
 DOCUMENT = openapi.build([r for router in routers() for r in router.routes])
 OPERATIONS = [f"{method.upper()} {path}" for path, ops in DOCUMENT["paths"].items() for method in ops]
@@ -67,7 +79,7 @@ def exercise(doc: dict[str, Any], label: str, mode: str, base_url: str, headers:
     def run(case: Any) -> None:
         response = case.call(base_url=base_url, headers=headers, timeout=10)
         assert response.status_code < 500, (response.status_code, response.text[:500])
-        case.validate_response(response, checks=CONFORMANCE, headers=headers)
+        case.validate_response(response, headers=headers)  # every check schemathesis has
 
     try:
         run()

@@ -18,7 +18,7 @@ from dispatcher.delivery.outbound import (
     check_url_syntax,
     is_forbidden,
 )
-from dispatcher.errors import InvalidRequest
+from dispatcher.errors import Forbidden, InvalidRequest
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -179,8 +179,6 @@ def test_ipv4_allowed_network_does_not_match_ipv6_candidates_by_integer_value() 
         ("https:///hook", False),
         ("https://", False),
         ("https://:443/hook", False),
-        # http when not allowed
-        ("http://example.com/hook", False),
         # over-long
         ("https://example.com/" + "a" * 2029, False),
         ("https://example.com/?q=" + "a" * 5000, False),
@@ -211,6 +209,12 @@ def test_check_url_syntax_accepts_valid_urls(url: str, allow_http: bool) -> None
     assert parts.hostname
 
 
+def test_plain_http_where_https_is_required_is_refused_as_policy_not_syntax() -> None:
+    with pytest.raises(Forbidden) as info:
+        check_url_syntax("http://example.com/hook", allow_http=False)
+    assert (info.value.status, info.value.code, info.value.field) == (403, "https_required", "url")
+
+
 def test_over_long_url_limit_is_2048_characters() -> None:
     ok = "https://example.com/" + "a" * 2028
     assert len(ok) == 2048
@@ -223,7 +227,7 @@ def test_over_long_url_limit_is_2048_characters() -> None:
 
 
 async def test_check_url_refuses_localhost_without_allowed_networks() -> None:
-    with pytest.raises(InvalidRequest) as info:
+    with pytest.raises(Forbidden) as info:
         await check_url("https://localhost/hook", allow_http=False, allowed=[])
     assert info.value.field == "url"
     assert info.value.code == "forbidden_address"
@@ -238,7 +242,7 @@ async def test_check_url_accepts_localhost_with_loopback_allowed() -> None:
     "url", ["https://127.0.0.1/hook", "https://[::1]/hook", "https://169.254.169.254/", "https://[::ffff:10.0.0.1]/"]
 )
 async def test_check_url_refuses_forbidden_ip_literals(url: str) -> None:
-    with pytest.raises(InvalidRequest) as info:
+    with pytest.raises(Forbidden) as info:
         await check_url(url, allow_http=False, allowed=[])
     assert info.value.code == "forbidden_address"
 
@@ -250,8 +254,11 @@ async def test_check_url_accepts_public_ip_literals_without_resolving(url: str) 
 
 async def test_check_url_applies_syntax_rules_first() -> None:
     with pytest.raises(InvalidRequest) as info:
-        await check_url("http://localhost/hook", allow_http=False, allowed=LOCAL_ALLOWED)
+        await check_url("ftp://localhost/hook", allow_http=False, allowed=LOCAL_ALLOWED)
     assert info.value.code == "invalid_request"
+    with pytest.raises(Forbidden) as refused:
+        await check_url("http://localhost/hook", allow_http=False, allowed=LOCAL_ALLOWED)
+    assert refused.value.code == "https_required"
 
 
 # --- GuardedResolver -------------------------------------------------------------------------------
