@@ -33,6 +33,9 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )  # fmt: skip
         self.mail = Counter("dispatcher_mail", "Mail outcomes", ["outcome"], registry=r)
+        self.claims = Counter(
+            "dispatcher_worker_claims", "Claims of due deliveries made by the webhook worker", registry=r
+        )
         self.pending = Gauge("dispatcher_deliveries_pending", "Pending deliveries (all callbacks)", registry=r)
         self.oldest_due = Gauge("dispatcher_oldest_due_delivery_seconds", "Age of the oldest due delivery", registry=r)
         self.mail_queued = Gauge("dispatcher_mail_queued", "Messages queued or scheduled", registry=r)

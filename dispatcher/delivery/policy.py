@@ -78,3 +78,30 @@ def after_attempts(
         probe_at = now + rules.probe_interval
         paused = max(paused, probe_at) if paused else probe_at
     return Health(status, streak, since, paused)
+
+
+@dataclass(frozen=True)
+class Window:
+    """How many requests one worker may have in flight to a callback: what the callback has recently been
+    able to take (AIMD). It starts at one and grows by one per success, so a receiver that keeps up
+    doubles it each round, up to the configured ceiling; each timeout halves it (never below one).
+    Failures the receiver answered quickly leave it as it is: they do not hold a slot for long. While
+    its latest request timed out the callback is `slow`, and claims hand it one round at a time."""
+
+    limit: float = 1.0
+    slow: bool = False
+
+    def after(self, ceiling: int, *, ok: bool, timed_out: bool) -> Window:
+        if timed_out:
+            return Window(max(1.0, self.limit / 2), True)
+        if ok:
+            return Window(min(float(ceiling), self.limit + 1), False)
+        return self
+
+    @property
+    def slots(self) -> int:
+        return int(self.limit)
+
+    def share(self, rounds: int) -> int:
+        """Jobs a worker may hold for the callback: `rounds` rounds of its slots, or one while it is slow."""
+        return self.slots * (1 if self.slow else rounds)

@@ -3,6 +3,9 @@
 loop: claim → one job per request (a single event, or a batch for batching callbacks), queued behind
       its callback; callbacks with a free slot take turns at the worker's free request slots
       → wait for a NOTIFY, a freed slot, the poll interval, or stop — whichever comes first.
+      A callback's slots are what it has recently been able to take (policy.Window: fewer after
+      timeouts, more after successes), and what waits behind them does not count against the
+      worker's room for claims, so callbacks whose receivers hang never hold up the others.
 task: sign → POST (no transaction open) → hand the outcome to the completion buffer.
 flush: one transaction for many outcomes: deliveries, attempt log, callback health.
 """
@@ -34,6 +37,9 @@ SQL = queries("deliveries")
 CHANNEL = "dispatcher_deliveries"
 KEYS_TTL = 30.0  # seconds; rotation bumps a version, this only ages out expired old secrets
 HANDBACK_DELAY = 2.0  # seconds before a delivery this worker could not send is due again
+# Jobs held per callback: four rounds of its slots. The loop claims more when half are left, so the
+# next rounds are already queued locally while a claim is on its way. A slow callback gets one round.
+ROUNDS = 4
 
 
 @dataclass(slots=True)
@@ -57,6 +63,17 @@ class Outcome:
     webhook_id: str | None  # None when the request could not be built
 
 
+async def claim(
+    conn: asyncpg.Pool | asyncpg.Connection, worker: str, *, held: dict[int, tuple[int, int]], share: int,
+    limit: int, lease: float, linger: float, room: int,
+) -> list[asyncpg.Record]:  # fmt: skip
+    """Lease due deliveries to `worker`: at most `limit` rows and `room` jobs, no callback beyond its share.
+    `held`: callback → (jobs the worker holds for it, its share); any other callback's share is `share`."""
+    known = list(held)
+    jobs, shares = [held[cb][0] for cb in known], [held[cb][1] for cb in known]
+    return await conn.fetch(SQL["claim"], worker, known, jobs, shares, share, limit, lease, linger, room)
+
+
 async def wait_event(event: asyncio.Event, timeout: float) -> None:
     """Wait for the event or the timeout (asyncio.timeout: cancellation is never swallowed)."""
     try:
@@ -76,11 +93,10 @@ class DeliveryWorker:
             timedelta(seconds=settings.disable_after),
             timedelta(seconds=settings.failing_probe_interval),
         )
-        # Jobs held per callback: four rounds of its concurrency. The loop claims more when half are
-        # left, so the next rounds are already queued locally while a claim is on its way.
-        self._share = 4 * settings.callback_concurrency
-        # Jobs held in all: twice the requests in flight. Claims top up while a quarter of that is
-        # free, so requests keep going while a claim is on its way, whatever the number of callbacks.
+        # Jobs in flight or ready to start: twice the request slots. Claims top up while a quarter of that
+        # is free, so requests keep going while a claim is on its way, whatever the number of callbacks.
+        # Jobs waiting behind a callback at its own limit are not counted (each callback's share bounds
+        # them): a slow callback's backlog must not keep the worker from claiming for the others.
         self._limit = 2 * settings.worker_concurrency
         self._topup = max(1, self._limit // 4)
         self._wake = asyncio.Event()
@@ -94,7 +110,8 @@ class DeliveryWorker:
         # Callbacks with a job waiting and a free slot of their own, in turn for the next free request
         # slot (an ordered set), so the worker never starts more than it can have in flight.
         self._ready: dict[int, None] = {}
-        self._held = 0  # jobs in flight or waiting
+        self._queued = 0  # jobs waiting behind the callbacks in _ready
+        self._windows: dict[int, policy.Window] = {}  # callbacks whose slots differ from a new one's
         self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
         self._outcomes: list[Outcome] = []
         self._handback: list[int] = []  # deliveries this worker did not send: due again shortly
@@ -122,6 +139,7 @@ class DeliveryWorker:
         held = [r["id"] for queue in self._waiting.values() for job in queue for r in job.rows]
         self._waiting.clear()
         self._ready.clear()
+        self._queued = 0
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.settings.shutdown_grace)
         unfinished = [t for t in self._tasks if not t.done()]
@@ -182,13 +200,25 @@ class DeliveryWorker:
         self._wake.clear()
 
     def _budget(self) -> int:
-        """Jobs the next claim may bring: what the hold limit leaves, or at least enough to fill the idle
-        request slots (after a dispatch, jobs still waiting are behind callbacks at their own limit:
-        slow receivers must not keep the slots from everyone else)."""
-        return max(self._limit - self._held, self.settings.worker_concurrency - len(self._tasks))
+        """Jobs the next claim may bring: what the limit leaves after the jobs in flight or ready to start,
+        or at least enough to fill the idle request slots."""
+        busy = len(self._tasks)
+        return max(self._limit - busy - self._queued, self.settings.worker_concurrency - busy)
 
     def _held_by(self, callback_id: int) -> int:
         return self._running.get(callback_id, 0) + len(self._waiting.get(callback_id, ()))
+
+    def _window(self, cb: int) -> policy.Window:
+        return self._windows.get(cb) or policy.Window()
+
+    def _adapt(self, cb: int, response: outbound.Response) -> None:
+        """A new window after each answer (or timeout); callbacks back at a new one's are forgotten."""
+        timed_out = response.error_kind == "timeout"
+        window = self._window(cb).after(self.settings.callback_concurrency, ok=response.ok, timed_out=timed_out)
+        if window == policy.Window():
+            self._windows.pop(cb, None)
+        else:
+            self._windows[cb] = window
 
     async def _paced_claim(self) -> list[asyncpg.Record]:
         """Claim, but not sooner than `claim_interval` after the previous claim began. Under a steady
@@ -202,10 +232,13 @@ class DeliveryWorker:
 
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings
-        held = list(self._running.keys() | self._waiting.keys())
-        return await self.db.pool.fetch(
-            SQL["claim"], self.id, held, [self._held_by(cb) for cb in held], self._share, s.claim_batch,
-            s.lease_seconds, s.batch_linger, self._budget(),
+        known = self._running.keys() | self._waiting.keys() | self._windows.keys()
+        held = {cb: (self._held_by(cb), self._window(cb).share(ROUNDS)) for cb in known}
+        if self.metrics is not None:
+            self.metrics.claims.inc()
+        return await claim(
+            self.db.pool, self.id, held=held, share=policy.Window().share(ROUNDS), limit=s.claim_batch,
+            lease=s.lease_seconds, linger=s.batch_linger, room=self._budget(),
         )  # fmt: skip
 
     def _group(self, rows: list[asyncpg.Record]) -> list[Job]:
@@ -223,13 +256,22 @@ class DeliveryWorker:
         return jobs
 
     def _take(self, job: Job) -> None:
-        self._held += 1
         self._waiting[job.callback_id].append(job)
-        self._mark_ready(job.callback_id)
+        if job.callback_id in self._ready:
+            self._queued += 1
+        else:
+            self._mark_ready(job.callback_id)
 
     def _mark_ready(self, cb: int) -> None:
-        if self._waiting.get(cb) and self._running.get(cb, 0) < self.settings.callback_concurrency:
-            self._ready[cb] = None  # joins the end of the turn, or keeps its place
+        """Join the end of the turn when it has a job waiting and a free slot of its own."""
+        if cb not in self._ready and self._waiting.get(cb) and self._running.get(cb, 0) < self._window(cb).slots:
+            self._ready[cb] = None
+            self._queued += len(self._waiting[cb])
+
+    def _unready(self, cb: int) -> None:
+        if cb in self._ready:
+            del self._ready[cb]
+            self._queued -= len(self._waiting.get(cb, ()))
 
     def _dispatch(self) -> None:
         """Start waiting jobs while request slots are free, one per callback in turn, each only if its
@@ -238,15 +280,16 @@ class DeliveryWorker:
         latest = max(lease - self.settings.webhook_timeout - 5, lease / 2)
         while self._ready and len(self._tasks) < self.settings.worker_concurrency and not self._stopping:
             cb = next(iter(self._ready))
-            del self._ready[cb]
+            self._unready(cb)
+            if self._running.get(cb, 0) >= self._window(cb).slots:
+                continue  # its window shrank after it joined the turn: it waits for a request to finish
             waiting = self._waiting[cb]
             job = waiting.popleft()
             if not waiting:
                 del self._waiting[cb]
             if time.monotonic() - job.claimed_at < latest:
                 self._start(job)
-            else:
-                self._held -= 1  # held too long: another worker may get it when the lease ends, so not us
+            else:  # held too long: another worker may get it when the lease ends, so not us
                 self._hand_back(job)
             self._mark_ready(cb)
 
@@ -260,9 +303,8 @@ class DeliveryWorker:
         """The receiver asked to stop (410) or to wait (Retry-After): what waits behind the request goes
         back to the queue instead of following up, and the flush disables or pauses the callback. An
         ordinary failure does not: each delivery keeps its own retry schedule."""
-        self._ready.pop(cb, None)
+        self._unready(cb)
         for job in self._waiting.pop(cb, ()):
-            self._held -= 1
             self._hand_back(job)
 
     def _hand_back(self, job: Job) -> None:
@@ -277,7 +319,6 @@ class DeliveryWorker:
             if not job.recorded:  # a failed attempt, so the retry schedule (not a tight loop) applies
                 self._outcome(job, outbound.Response(time.time(), 0.0, error_kind="internal_error"), None)
         self._tasks.pop(task, None)
-        self._held -= 1
         self._running[cb] -= 1
         if not self._running[cb]:
             del self._running[cb]
@@ -285,7 +326,7 @@ class DeliveryWorker:
         self._dispatch()
         # Refill once half its share or less is left (not "exactly half": a claim may land below that),
         # or when the worker has room again, so requests never wait on a claim.
-        if self._held_by(cb) <= self._share // 2 or self._budget() == self._topup:
+        if self._held_by(cb) <= self._window(cb).share(ROUNDS) // 2 or self._budget() == self._topup:
             self._wake.set()
 
     # --- one request -------------------------------------------------------------------------
@@ -310,6 +351,7 @@ class DeliveryWorker:
         headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
         response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
         self._outcome(job, response, msg_id)  # first: whatever happens next, the attempt is on record
+        self._adapt(job.callback_id, response)
         if response.status == 410 or response.retry_after is not None:
             self._return_waiting(job.callback_id)  # the receiver said stop, or not now
         log.info(

@@ -1,21 +1,23 @@
 -- name: claim
 -- Claim due deliveries under a lease (leased_until: a HOT update, see schema.sql), per claimable
 -- callback (so a huge backlog behind a disabled or paused callback costs nothing). A failing
--- callback gets one probe at a time; the others what fits in this worker's share for each, and
--- together no more than the worker has room for, split evenly (in random order) so busy callbacks
--- cannot crowd out the rest. A batching callback waits until it has a full batch or its oldest row
--- has lingered long enough.
--- $1 worker id, $2/$3 callbacks this worker holds jobs for and how many, $4 jobs per callback
--- (the share), $5 row limit, $6 lease seconds, $7 linger seconds, $8 jobs the worker has room for.
+-- callback gets one probe at a time; the others what fits in this worker's share for each (what it
+-- has recently been able to take: see policy.Window), and together no more than the worker has room
+-- for, split evenly (in random order) so busy callbacks cannot crowd out the rest. A batching
+-- callback waits until it has a full batch or its oldest row has lingered long enough.
+-- $1 worker id, $2/$3/$4 callbacks this worker knows, the jobs it holds for each and each one's
+-- share, $5 the share of any other callback, $6 row limit, $7 lease seconds, $8 linger seconds,
+-- $9 jobs the worker has room for.
 WITH nosync AS (  -- a claim lost in a crash only makes its rows due again: no need to wait for the WAL flush
     SELECT set_config('synchronous_commit', 'off', true)
 ),
-held AS (
-    SELECT * FROM unnest($2::bigint[], $3::int[]) AS h(callback_id, jobs)
+known AS (
+    SELECT * FROM unnest($2::bigint[], $3::int[], $4::int[]) AS h(callback_id, jobs, share)
 ),
 ready AS (
-    SELECT c.id, c.max_batch_size, c.status = 'failing' AS failing, coalesce(h.jobs, 0) AS jobs
-    FROM callbacks c LEFT JOIN held h ON h.callback_id = c.id
+    SELECT c.id, c.max_batch_size, c.status = 'failing' AS failing, coalesce(h.jobs, 0) AS jobs,
+           coalesce(h.share, $5) AS share
+    FROM callbacks c LEFT JOIN known h ON h.callback_id = c.id
     CROSS JOIN LATERAL (  -- its oldest due row, if any (idle callbacks take no turn). The probes follow
         -- the claim index by their ORDER BY: as EXISTS, or unordered, the planner may scan the table.
         SELECT d.next_attempt_at AS oldest FROM deliveries d
@@ -24,8 +26,8 @@ ready AS (
         LIMIT 1
     ) due
     WHERE c.status IN ('active', 'failing') AND c.paused_until <= now()
-      AND coalesce(h.jobs, 0) < CASE WHEN c.status = 'failing' THEN 1 ELSE $4 END
-      AND (c.max_batch_size = 1 OR c.status = 'failing' OR due.oldest <= now() - make_interval(secs => $7)
+      AND coalesce(h.jobs, 0) < CASE WHEN c.status = 'failing' THEN 1 ELSE coalesce(h.share, $5) END
+      AND (c.max_batch_size = 1 OR c.status = 'failing' OR due.oldest <= now() - make_interval(secs => $8)
            OR (SELECT count(*) FROM (SELECT 1 FROM deliveries f
                                      WHERE f.callback_id = c.id AND f.status = 'pending' AND f.next_attempt_at <= now()
                                        AND f.leased_until <= now()
@@ -35,12 +37,12 @@ ready AS (
 shuffled AS (
     SELECT *, row_number() OVER (ORDER BY random()) AS turn, count(*) OVER () AS n FROM ready
 ),
-rooms AS (  -- rows each callback may take: at most $8 callbacks get a turn, sharing $8 jobs
+rooms AS (  -- rows each callback may take: at most $9 callbacks get a turn, sharing $9 jobs
     SELECT id, CASE WHEN failing THEN 1 - jobs
-                    ELSE least($4 - jobs, $8 / least(n, $8) + (turn <= $8 % least(n, $8))::int)
+                    ELSE least(share - jobs, $9 / least(n, $9) + (turn <= $9 % least(n, $9))::int)
                          * max_batch_size END AS room
     FROM shuffled
-    WHERE turn <= $8
+    WHERE turn <= $9
     ORDER BY turn
 ),
 picked AS (  -- by ctid: the rows are locked by this statement, so the update finds them directly
@@ -53,10 +55,10 @@ picked AS (  -- by ctid: the rows are locked by this statement, so the update fi
         LIMIT c.room
         FOR NO KEY UPDATE OF d SKIP LOCKED
     ) d
-    LIMIT $5
+    LIMIT $6
 )
 UPDATE deliveries d
-SET leased_until = now() + make_interval(secs => $6), lease_owner = $1
+SET leased_until = now() + make_interval(secs => $7), lease_owner = $1
 FROM nosync, events e, callbacks c
 WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM picked))  -- a TID scan: a join may hash the whole table instead
   AND e.id = d.event_id AND c.id = d.callback_id

@@ -1,7 +1,8 @@
 """Receivers that misbehave on purpose, on real sockets on 127.0.0.1: one that never answers, one that answers
 a byte at a time, one that answers 10 MB. Each passes the ownership check like a well-behaved receiver and turns
 hostile for events. The worker must time them out, record what happened, keep only an excerpt of what they
-said, stay within its per-callback concurrency, and keep healthy callbacks at their own pace."""
+said, stay within its per-callback concurrency (fewer requests for a callback that times out, more again once
+it answers), and keep healthy callbacks at their own pace."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ import pytest
 from aiohttp import web
 
 from dispatcher.api.app import create_app
-from dispatcher.api.keys import SERVICES
-from dispatcher.delivery.worker import DeliveryWorker
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Received, Receiver, stop_accepting
 
@@ -31,6 +30,8 @@ class Arrival:
     webhook_id: str
     at: float  # loop time
     body: bytes
+    in_flight: int = 0  # requests open at this receiver once this one arrived, itself included
+    path: str = ""
 
 
 @dataclass
@@ -38,7 +39,8 @@ class HostileReceiver:
     """An HTTP/1.1 server on a raw asyncio socket. It answers the ownership check (webhook-id verify_*) with
     200; for events it behaves per `mode`: `silent` reads the request and never writes a byte, `drip_body`
     sends a 200 header then one body byte every `drip` seconds, `drip_head` sends even the status line one byte
-    at a time."""
+    at a time, `slow` answers 200 after `drip` seconds (a receiver that is slow but keeps up). A test may
+    switch the mode mid-flight."""
 
     mode: str
     drip: float = 0.2
@@ -84,14 +86,6 @@ class HostileReceiver:
     def event_ids(self) -> set[str]:
         return {a.webhook_id for a in self.arrivals}
 
-    def first_retry_at(self) -> float | None:
-        seen: set[str] = set()
-        for a in sorted(self.arrivals, key=lambda a: a.at):
-            if a.webhook_id in seen:
-                return a.at
-            seen.add(a.webhook_id)
-        return None
-
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -111,9 +105,11 @@ class HostileReceiver:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     await writer.drain()
                     continue
-                self.arrivals.append(Arrival(webhook_id, asyncio.get_running_loop().time(), body))
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                path = head.split(b" ", 2)[1].decode()
+                now = asyncio.get_running_loop().time()
+                self.arrivals.append(Arrival(webhook_id, now, body, self.in_flight, path))
                 try:
                     await self._misbehave(reader, writer)
                 finally:
@@ -129,6 +125,11 @@ class HostileReceiver:
     async def _misbehave(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == "silent":
             await reader.read()  # returns at EOF, when the client gives up
+            return
+        if self.mode == "slow":
+            await asyncio.sleep(self.drip)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
             return
         head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"
         if self.mode == "drip_body":
@@ -184,9 +185,9 @@ async def hostile_api(database: Any, settings: Any, aiohttp_client: Any, **overr
     return Api(client, await make_key(database, "acme"))
 
 
-async def subscribe(api: Api, server: Any, name: str) -> str:
-    """Register, verify (the hostile servers answer the ownership check) and subscribe to `sent`."""
-    status, cb = await api.post("/v1/callbacks", {"name": name, "url": server.url})
+async def subscribe(api: Api, server: Any, name: str, event_type: str = "sent", url: str | None = None) -> str:
+    """Register, verify (the hostile servers answer the ownership check) and subscribe to `event_type`."""
+    status, cb = await api.post("/v1/callbacks", {"name": name, "url": url or server.url})
     assert status == 201, cb
     if isinstance(server, Receiver):
         [req] = await server.wait_for(1, events_only=False)
@@ -196,14 +197,14 @@ async def subscribe(api: Api, server: Any, name: str) -> str:
     status, body = await api.post(f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key})
     assert status == 200 and body["status"] == "active", body
     status, sub = await api.post(
-        "/v1/subscriptions", {"name": f"{name}-sub", "callbackId": cb["callbackId"], "eventTypes": ["sent"]}
+        "/v1/subscriptions", {"name": f"{name}-sub", "callbackId": cb["callbackId"], "eventTypes": [event_type]}
     )
     assert status == 201, sub
     return cb["callbackId"]
 
 
-async def post_events(api: Api, n: int, prefix: str = "m") -> list[str]:
-    status, body = await api.post("/v1/events", {"events": [{"type": "sent", "messageKey": f"{prefix}-{i}"}
+async def post_events(api: Api, n: int, prefix: str = "m", event_type: str = "sent") -> list[str]:
+    status, body = await api.post("/v1/events", {"events": [{"type": event_type, "messageKey": f"{prefix}-{i}"}
                                                             for i in range(n)]})  # fmt: skip
     assert status == 201 and body["created"] == n, body
     return [e["eventId"] for e in body["events"]]
@@ -296,20 +297,14 @@ async def test_healthy_callback_gets_every_event_while_others_hang_drip_and_floo
 
     got = await healthy.wait_for(n, timeout=30)
     assert sorted(r.json["data"]["eventId"] for r in got) == sorted(event_ids)
-    healthy_done = asyncio.get_running_loop().time()
+    # When the healthy one was done, the hanging ones had not even seen every event once.
+    assert len(silent.event_ids) < n and len(drip.event_ids) < n
 
-    # The hanging receivers get retried; the healthy one was done before the first of those retries.
-    async def retried() -> bool:
-        return silent.first_retry_at() is not None and drip.first_retry_at() is not None
+    async def recorded() -> bool:
+        rows = await deliveries(api, healthy_id)
+        return len(rows) == n and {(r["status"], r["attemptCount"]) for r in rows} == {("succeeded", 1)}
 
-    await wait_until(retried, timeout=30)
-    assert healthy_done < silent.first_retry_at()  # type: ignore[operator]
-    assert healthy_done < drip.first_retry_at()  # type: ignore[operator]
-    # ... and when it was done the hanging ones had not even seen every event once
-    assert len({a.webhook_id for a in silent.arrivals if a.at <= healthy_done}) < n
-
-    rows = await deliveries(api, healthy_id)
-    assert len(rows) == n and {(r["status"], r["attemptCount"]) for r in rows} == {("succeeded", 1)}
+    await wait_until(recorded)
 
     async def flood_done() -> bool:
         rows = await deliveries(api, huge_id)
@@ -321,50 +316,105 @@ async def test_healthy_callback_gets_every_event_while_others_hang_drip_and_floo
 async def test_in_flight_requests_per_callback_never_exceed_callback_concurrency(
     database, settings, aiohttp_client, hostile
 ):
+    """A receiver that keeps up earns more requests in flight with each answer, up to callback_concurrency."""
     concurrency, n = 3, 20
-    silent = await hostile(HostileReceiver("silent"))
+    slow = await hostile(HostileReceiver("slow", drip=0.2))
     api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=concurrency)
-    await subscribe(api, silent, "silent")
+    await subscribe(api, slow, "slow")
     await post_events(api, n)
 
-    async def every_event_tried() -> bool:
-        return len(silent.event_ids) >= n
+    async def every_event_answered() -> bool:
+        return len(slow.event_ids) >= n and slow.in_flight == 0
 
-    await wait_until(every_event_tried, timeout=60)
-    assert silent.max_in_flight <= concurrency
-    assert silent.max_in_flight == concurrency  # the limit was reached, so the bound above means something
+    await wait_until(every_event_answered, timeout=60)
+    assert slow.max_in_flight <= concurrency
+    assert slow.max_in_flight == concurrency  # the limit was reached, so the bound above means something
+
+
+async def test_a_callback_that_times_out_gets_one_request_at_a_time_and_more_again_once_it_answers(
+    database, settings, aiohttp_client, hostile
+):
+    """Each timeout halves a callback's requests in flight (never below one); each answer adds one back."""
+    concurrency = 4
+    server = await hostile(HostileReceiver("slow", drip=0.2))
+    api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=concurrency, webhook_timeout=0.5)
+    await subscribe(api, server, "flaky")
+    await post_events(api, 20, prefix="a")
+
+    async def reached(k: int) -> bool:
+        return server.max_in_flight == k
+
+    await wait_until(lambda: reached(concurrency), timeout=30)
+    server.mode = "silent"  # four requests in flight now, or soon: they all time out
+    await post_events(api, 20, prefix="b")
+    start = len(server.arrivals)
+
+    async def arrived(k: int) -> bool:
+        return len(server.arrivals) >= start + k
+
+    await wait_until(lambda: arrived(concurrency + 3), timeout=30)
+    after_timeouts = server.arrivals[start + concurrency : start + concurrency + 3]
+    assert [a.in_flight for a in after_timeouts] == [1, 1, 1]
+
+    server.mode, server.max_in_flight = "slow", 0
+    await post_events(api, 30, prefix="c")
+    await wait_until(lambda: reached(concurrency), timeout=30)
+
+
+async def test_many_hanging_callbacks_with_backlogs_leave_a_healthy_callback_its_deliveries(
+    database, settings, aiohttp_client, hostile
+):
+    """Fifteen callbacks whose receivers hang, each with a backlog of 40, under the default limits (200
+    requests per worker, 10 per callback). Their requests hang longer than this test waits, so the healthy
+    callback's events arriving at all shows they did not wait behind the hanging ones."""
+    hanging = 15
+    silent = await hostile(HostileReceiver("silent"))
+    api = await hostile_api(database, settings, aiohttp_client, webhook_timeout=60.0)
+    for i in range(hanging):
+        await subscribe(api, silent, f"silent-{i}", event_type="opened")
+    await post_events(api, 40, prefix="backlog", event_type="opened")
+
+    async def every_one_hangs() -> bool:
+        return silent.in_flight >= hanging
+
+    await wait_until(every_one_hangs, timeout=15)
+    healthy = await hostile(Receiver())
+    await setup_callback(api, healthy, event_types=["sent"], name="healthy")
+    event_ids = await post_events(api, 10, prefix="h")
+    got = await healthy.wait_for(10, timeout=20)
+    assert sorted(r.json["data"]["eventId"] for r in got) == sorted(event_ids)
+    assert silent.in_flight >= hanging  # still hanging: nothing timed out meanwhile
 
 
 async def test_callbacks_take_turns_at_the_workers_request_slots(database, settings, aiohttp_client, hostile):
     """The worker's requests in flight go round the busy callbacks in turn: one callback with a deep
     queue cannot take every slot (and there are never more than worker_concurrency)."""
     slots = 4
-    silent = [await hostile(HostileReceiver("silent")) for _ in range(3)]
-    api = await hostile_api(
-        database, settings, aiohttp_client, worker_concurrency=slots, callback_concurrency=slots, webhook_timeout=5.0
-    )
-    for i, server in enumerate(silent):
-        await subscribe(api, server, f"silent-{i}")
+    server = await hostile(HostileReceiver("slow", drip=0.05))
+    api = await hostile_api(database, settings, aiohttp_client, worker_concurrency=slots, callback_concurrency=slots)
+    for i in range(3):
+        await subscribe(api, server, f"slow-{i}", url=f"{server.url}/{i}")
+    await post_events(api, 30, prefix="warm")  # each callback earns its 4 requests in flight
+
+    async def answered(n: int) -> bool:
+        return len(server.event_ids) >= n and server.in_flight == 0
+
+    await wait_until(lambda: answered(90), timeout=30)
+    server.drip = 0.5  # within the webhook timeout (1 s): no request is cut off
+    start = len(server.arrivals)
     await post_events(api, 12)
-
-    async def slots_taken() -> bool:
-        return sum(s.in_flight for s in silent) == slots
-
-    await wait_until(slots_taken, timeout=10)
-    most = 0
-    for _ in range(20):
-        most = max(most, sum(s.in_flight for s in silent))
-        await asyncio.sleep(0.02)
-    assert most == slots
-    assert [s.in_flight >= 1 for s in silent] == [True, True, True]
+    await wait_until(lambda: answered(90 + 36), timeout=60)
+    first_round = server.arrivals[start : start + slots]
+    assert sorted({a.path for a in first_round}) == [f"/hook/{i}" for i in range(3)]
+    assert server.max_in_flight == slots
 
 
 async def test_callbacks_holding_their_share_on_hanging_receivers_leave_free_slots_to_others(
     database, settings, aiohttp_client, hostile
 ):
-    """Two hanging callbacks hold their whole share (4 jobs each, one in flight each): the worker's hold
-    limit (8) is reached, but half its request slots are idle, so a healthy callback still gets claimed
-    and delivered long before the hanging requests time out."""
+    """Two hanging callbacks hold their whole share, one in flight each: half the worker's request slots
+    are idle, so a healthy callback still gets claimed and delivered long before the hanging requests time
+    out."""
     silent = [await hostile(HostileReceiver("silent")) for _ in range(2)]
     api = await hostile_api(
         database, settings, aiohttp_client, worker_concurrency=4, callback_concurrency=1, webhook_timeout=30.0
@@ -385,25 +435,22 @@ async def test_callbacks_holding_their_share_on_hanging_receivers_leave_free_slo
     assert [s.in_flight for s in silent] == [1, 1]  # still hanging: the healthy one did not wait for them
 
 
-async def test_a_worker_holds_no_more_of_a_slow_callback_than_its_share(database, settings, aiohttp_client):
-    """The share is 4 rounds of callback_concurrency; refills top it up, they do not add a full share.
-    (Sampled from the worker: in the table a finished request keeps its lease until the next flush of
-    outcomes, up to 20 ms later, so a claim in between shows one share plus what has just finished.)"""
-    concurrency = 2
-    slow = await Receiver(mode="ok").start()
-    try:
-        api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=concurrency)
-        await subscribe(api, slow, "slow")
-        [worker] = [s for s in api.client.app[SERVICES]["running"] if isinstance(s, DeliveryWorker)]
-        slow.mode, slow.slow_seconds = "slow", 0.3
-        await post_events(api, 60)
-        most = 0
-        for _ in range(400):
-            most = max(most, worker._held)
-            await asyncio.sleep(0.005)
-        assert most == 4 * concurrency
-    finally:
-        await slow.stop()
+async def test_a_worker_leases_no_more_of_a_slow_callback_than_its_share(database, settings, aiohttp_client, hostile):
+    """The share is 4 rounds of the callback's requests in flight; refills top it up, they do not add a
+    full share. Read from the leases in the database, where a finished request keeps its lease until the
+    next flush of outcomes (up to 20 ms later): a claim in between shows one share plus what has just
+    finished, one round at most."""
+    concurrency, n = 2, 60
+    slow = await hostile(HostileReceiver("slow", drip=0.3))
+    api = await hostile_api(database, settings, aiohttp_client, callback_concurrency=concurrency)
+    await subscribe(api, slow, "slow")
+    await post_events(api, n)
+    leased = "SELECT count(*) FROM deliveries WHERE status = 'pending' AND leased_until > now()"
+    most = 0
+    while len(slow.event_ids) < n:
+        most = max(most, await database.pool.fetchval(leased))
+        await asyncio.sleep(0.005)
+    assert 4 * concurrency <= most <= 5 * concurrency
 
 
 async def test_a_410_sends_back_what_waits_behind_it_instead_of_following_up(database, settings, aiohttp_client):

@@ -9,6 +9,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,7 +19,6 @@ from dispatcher.api.app import create_app
 from dispatcher.retention import Purger
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Receiver
-
 
 METRICS_TOKEN = "s3cret-metrics-token"
 
@@ -253,23 +253,25 @@ async def test_a_claim_leases_deliveries_in_place_and_an_expired_lease_makes_the
     """The lease is its own column: a claimed delivery keeps its due time and its place in the claim
     index (the claim is a heap-only update, writing no index entries), nobody else claims it while the
     lease runs, and once the lease runs out (a crashed worker) the next claim takes it."""
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery.worker import claim
 
-    claim = (SQL["claim"], [], [], 40, 10)
+    def claim_as(conn: Any, worker: str) -> Any:
+        return claim(conn, worker, held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)
+
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 3, account="lease-in-place")
         async with conn.transaction():
-            claimed = await conn.fetch(claim[0], "w1", *claim[1:], 300.0, 0.2, 400)
+            claimed = await claim_as(conn, "w1")
             hot = await conn.fetchval("SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)")
         rows = await conn.fetch(
             "SELECT lease_owner, leased_until > now() + interval '4 minutes' AS leased,"
             " next_attempt_at < now() - interval '59 minutes' AS due_time_kept FROM deliveries WHERE id = ANY($1)",
             [r["id"] for r in claimed],
         )
-        again = await conn.fetch(claim[0], "w2", *claim[1:], 300.0, 0.2, 400)
+        again = await claim_as(conn, "w2")
         await conn.execute("UPDATE deliveries SET leased_until = now() - interval '1 second' WHERE id = $1",
                            claimed[0]["id"])  # fmt: skip
-        expired = await conn.fetch(claim[0], "w2", *claim[1:], 300.0, 0.2, 400)
+        expired = await claim_as(conn, "w2")
     assert len(claimed) == 3 and hot == 3
     assert [dict(r) for r in rows] == [{"lease_owner": "w1", "leased": True, "due_time_kept": True}] * 3
     assert again == []
@@ -281,11 +283,11 @@ async def test_an_attempt_made_after_the_lease_was_lost_is_logged_but_leaves_the
 ):
     """Another worker took over a delivery whose lease ran out mid-request: the request still happened,
     so it is in that delivery's attempt log, but the delivery's state is the new owner's to decide."""
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery.worker import SQL, claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 2, account="lost-lease")
-        kept, lost = await conn.fetch(SQL["claim"], "w1", [], [], 40, 10, 300.0, 0.2, 400)
+        kept, lost = await claim(conn, "w1", held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)
         await conn.execute("UPDATE deliveries SET lease_owner = 'w2' WHERE id = $1", lost["id"])
         now = datetime.now(UTC)
         await conn.execute(
@@ -320,7 +322,8 @@ async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sort
         await due_deliveries(conn, 20000)
         await conn.execute("UPDATE callbacks SET max_batch_size = 100")
         await conn.execute("ANALYZE deliveries")
-        [plan] = await conn.fetchval("EXPLAIN (FORMAT JSON) " + SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, 400)
+        claim = "EXPLAIN (FORMAT JSON) " + SQL["claim"]
+        [plan] = await conn.fetchval(claim, "w", [], [], [], 40, 1000, 300.0, 0.2, 400)
 
     def nodes(node: dict) -> list[dict]:
         return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
@@ -353,16 +356,17 @@ async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbac
 async def test_a_claim_skips_the_wal_flush_wait_for_itself_only(database):
     """A lost claim only makes its rows due again, so its commit does not wait for the WAL flush; the
     setting must end with the claim, or the outcomes written next on that connection could be lost."""
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery.worker import claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 20)
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
         async with conn.transaction():
-            assert len(await conn.fetch(SQL["claim"], "w", [], [], 40, 10, 300.0, 0.2, 400)) == 10
+            assert len(await claim(conn, "w", held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)) == 10
             assert await conn.fetchval("SHOW synchronous_commit") == "off"
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
-        assert len(await conn.fetch(SQL["claim"], "w", [], [], 40, 10, 300.0, 0.2, 400)) == 10  # as the worker
+        as_the_worker = await claim(conn, "w", held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)
+        assert len(as_the_worker) == 10
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
 
 
@@ -371,21 +375,34 @@ async def test_a_claim_shares_the_workers_room_evenly_over_the_ready_callbacks(d
     """Ten callbacks with work due: a worker with room for 4 jobs gives 4 of them one each (the rest wait
     for the next claim), with room for 15 five get 2 and five 1, with room for 20 each gets 2; never more
     than the room, and none crowds out the others."""
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery.worker import claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 5, callbacks=10)
-        rows = await conn.fetch(SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, room)
+        rows = await claim(conn, "w", held={}, share=40, limit=1000, lease=300.0, linger=0.2, room=room)
     per_callback = sorted(Counter(r["callback_id"] for r in rows).values())
     assert per_callback == expected
 
 
+async def test_a_claim_hands_each_callback_no_more_than_its_own_share(database):
+    """Three callbacks with 10 due each: one the worker knows as slow (share 1, holding none), one holding
+    3 of its share of 5, and one it does not know (the default share, 4)."""
+    from dispatcher.delivery.worker import claim
+
+    async with database.pool.acquire() as conn:
+        await due_deliveries(conn, 10, callbacks=3)
+        slow, busy, new = sorted(await conn.fetchval("SELECT array_agg(id) FROM callbacks"))
+        held = {slow: (0, 1), busy: (3, 5)}
+        rows = await claim(conn, "w", held=held, share=4, limit=1000, lease=300.0, linger=0.2, room=400)
+    assert Counter(r["callback_id"] for r in rows) == {slow: 1, busy: 2, new: 4}
+
+
 async def test_idle_callbacks_take_no_turn_in_a_claim(database):
     """Fifty active callbacks with nothing due and one with work: the claim's room goes to the one."""
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery.worker import claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 10)
         await due_deliveries(conn, 0, callbacks=50, account="idle")
-        rows = await conn.fetch(SQL["claim"], "w", [], [], 40, 1000, 300.0, 0.2, 4)
+        rows = await claim(conn, "w", held={}, share=40, limit=1000, lease=300.0, linger=0.2, room=4)
     assert len(rows) == 4

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher.delivery.policy import Health, HealthRules, RetryPolicy, after_attempts
+from dispatcher.delivery.policy import Health, HealthRules, RetryPolicy, Window, after_attempts
 
 SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 EXACT = RetryPolicy(SCHEDULE, jitter=0.0, retry_after_max=3600.0)
@@ -293,3 +293,34 @@ def test_disabled_or_pending_callback_is_left_untouched(before: Health, outcome:
         **outcome,
     )
     assert after is before
+
+
+# --- Window (requests in flight per callback) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answers", "limit", "slow"),
+    [
+        ("", 1.0, False),  # a callback starts with one request in flight
+        ("ok ok ok", 4.0, False),  # one more per answer: it doubles each round
+        ("ok " * 20, 10.0, False),  # up to the ceiling
+        ("timeout", 1.0, True),  # never below one
+        ("ok ok ok ok ok ok ok timeout", 4.0, True),  # each timeout halves it
+        ("ok ok ok ok ok ok ok timeout timeout timeout", 1.0, True),
+        ("ok ok ok 500", 4.0, False),  # an answered failure holds no slot long: unchanged
+        ("ok ok ok timeout 500", 2.0, True),
+        ("ok ok ok timeout ok", 3.0, False),  # an answer ends the slow spell and grows it again
+    ],
+)
+def test_window_grows_by_one_per_answer_and_halves_per_timeout(answers: str, limit: float, slow: bool) -> None:
+    w = Window()
+    for a in answers.split():
+        w = w.after(10, ok=a == "ok", timed_out=a == "timeout")
+    assert (w.limit, w.slow) == (limit, slow)
+
+
+@pytest.mark.parametrize(
+    ("window", "share"), [(Window(), 4), (Window(3.5), 12), (Window(3.5, slow=True), 3), (Window(1.0, True), 1)]
+)
+def test_a_slow_callback_is_handed_one_round_at_a_time(window: Window, share: int) -> None:
+    assert window.share(4) == share
