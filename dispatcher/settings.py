@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     purge_interval: float = 300.0
     purge_batch: int = 1000
     shutdown_grace: float = Field(10.0, description="Seconds in-flight work may finish on SIGTERM.")
+    health_db_grace: float = Field(
+        60.0, ge=0, description="Seconds the database may stay unreachable before /healthz fails too (0: never)."
+    )
 
     @field_validator("retry_schedule", "mail_retry_schedule", mode="before")
     @classmethod

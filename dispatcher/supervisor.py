@@ -11,6 +11,9 @@ ignore a second signal while they drain (an init system may signal every process
 themselves if the parent disappears. A child that exits on its own stops the others and the parent
 exits with status 1, so the init system or orchestrator restarts the whole service: no half-running
 state.
+
+An embedded PostgreSQL belongs to the parent: if its postmaster dies, the parent starts it again
+(crash recovery) and the children's pools reconnect to it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from types import FrameType
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -89,9 +93,18 @@ async def _prepare(settings: Settings, url: str) -> str | None:
         await conn.close()
 
 
+def _revive(server: Any) -> None:
+    """The children reach the embedded server by URL; its holder, this process, restarts it if it died."""
+    try:
+        if db.revive_embedded(server):
+            log.error("the embedded postgres had stopped; started it again (crash recovery)")
+    except Exception as exc:  # e.g. the dead server's backends still hold its shared memory: next tick
+        log.warning("embedded postgres did not start yet; retrying", error=str(exc) or type(exc).__name__)
+
+
 def run(settings: Settings, *, role: str, first_key: Callable[[str, Settings], None]) -> int:
     """Run `process_count(settings)` children; returns the exit status for the parent."""
-    url, _server = db.resolve_url(settings)  # an embedded server stops when this process exits
+    url, server = db.resolve_url(settings)  # an embedded server stops when this process exits
     crypto.load_keyring(settings)  # generates the master key file once, not racing in N children
     key = asyncio.run(_prepare(settings, url))
     if key:
@@ -127,6 +140,8 @@ def run(settings: Settings, *, role: str, first_key: Callable[[str, Settings], N
                 log.error("a serve process exited; stopping the others", pid=died[0].pid, status=died[0].returncode)
                 status = 1
                 break
+            if server is not None:
+                _revive(server)
             time.sleep(0.2)
     finally:
         for child in children:

@@ -16,7 +16,7 @@ from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api import sending as sending_api
 from dispatcher.api.auth import KEY_CACHE, RATE_LIMITER, KeyCache, TokenBuckets, authorize
-from dispatcher.api.keys import DB, EVENT_WRITER, KEYRING, METRICS, OUTBOUND, SEND_WRITER, SERVICES, SETTINGS
+from dispatcher.api.keys import DB, DB_WATCH, EVENT_WRITER, KEYRING, METRICS, OUTBOUND, SEND_WRITER, SERVICES, SETTINGS
 from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
 from dispatcher.delivery import outbound
@@ -29,6 +29,7 @@ from dispatcher.retention import Purger
 from dispatcher.sending import service as sending_service
 from dispatcher.sending.sender import MailSender
 from dispatcher.settings import Settings
+from dispatcher.watchdog import DatabaseWatch
 
 log = get_logger(__name__)
 ROLES = ("all", "api", "worker")
@@ -81,7 +82,9 @@ async def _lifecycle(
 ) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     owned = database is None
-    app[DB] = database if database is not None else await db.open_database(settings)
+    app[DB] = database if database is not None else await db.open_database(settings, wait=settings.health_db_grace)
+    app[DB_WATCH] = DatabaseWatch(app[DB])  # probes the database; brings an embedded server back
+    await app[DB_WATCH].start()
     app[KEYRING] = crypto.load_keyring(settings)
     app[OUTBOUND] = outbound.make_session(
         allowed=settings.allowed_networks, limit=20, timeout=settings.verification_timeout
@@ -117,6 +120,7 @@ async def _lifecycle(
                 await app[writer].aclose()
         if KEY_CACHE in app:
             await app[KEY_CACHE].stop()
+        await app[DB_WATCH].stop()
         if owned:
             await app[DB].close()
             if app[DB].server is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatcher.api.keys import DB, METRICS, SETTINGS
+from dispatcher.api.keys import DB, DB_WATCH, METRICS, SETTINGS
 from dispatcher.api.routing import Call, Router, json_response
 from dispatcher.errors import NotFound, Unauthorized
 from dispatcher.metrics import CONTENT_TYPE
@@ -16,8 +16,20 @@ from dispatcher.metrics import CONTENT_TYPE
 router = Router()
 
 
-@router.route("GET", "/healthz", summary="The process is up", scope=None, tag="health")
+@router.route(
+    "GET",
+    "/healthz",
+    summary="The process is up, and its database has not been lost for long",
+    scope=None,
+    tag="health",
+)
 async def healthz(call: Call) -> Any:
+    # Past the grace period a restart is the remaining remedy (an orchestrator's liveness probe
+    # does it); a shorter outage is readiness's business.
+    grace = call.app[SETTINGS].health_db_grace
+    down = call.app[DB_WATCH].unreachable_for() if DB_WATCH in call.app else 0.0
+    if grace and down > grace:
+        return json_response({"status": "unavailable", "database": f"unreachable for {down:.0f} s"}, 503)
     return {"status": "ok"}
 
 

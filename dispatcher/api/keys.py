@@ -13,9 +13,11 @@ from dispatcher.db import Database
 from dispatcher.group_commit import GroupWriter
 from dispatcher.metrics import Metrics
 from dispatcher.settings import Settings
+from dispatcher.watchdog import DatabaseWatch
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
+DB_WATCH = web.AppKey("db_watch", DatabaseWatch)  # dispatcher/watchdog.py: /healthz reads it
 SERVICES = web.AppKey("services", dict[str, Any])
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)

