@@ -58,10 +58,10 @@ def _no_control(value: str) -> str:
 
 def _url(value: str) -> str:
     if value != value.strip() or " " in value or _CONTROL.search(value):
-        raise _error("invalid_url", "must not contain spaces or control characters")
+        raise _error("url", "must not contain spaces or control characters")
     if not _URL.match(value):
         raise _error(
-            "invalid_url",
+            "url",
             "must be an absolute http(s) URL with a host and no credentials, any other character percent-encoded",
         )
     return value

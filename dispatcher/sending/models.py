@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -118,6 +119,10 @@ DEFINITION_KEY_PATTERN = "^[A-Za-z0-9_.-]{1,100}$"
 _DEFINITION_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _RFC3339_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
 _MAX_HEADER_VALUE = 998
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
 def _error(code: str, message: str, **context: Any) -> PydanticCustomError:
@@ -221,7 +226,13 @@ def _check_address_template(value: str) -> str:
     return value
 
 
-EmailAddress = Annotated[str, AfterValidator(_check_address), Field(json_schema_extra={"format": "email"})]
+# email_validator refuses special-use domains (RFC 6761: test, invalid, localhost, ...), which "format: email" allows.
+_SPECIAL_USE = "|".join(_any_case(d) for d in SPECIAL_USE_DOMAIN_NAMES)
+EmailAddress = Annotated[
+    str,
+    AfterValidator(_check_address),
+    Field(json_schema_extra={"format": "email", "pattern": f"^(?![\\s\\S]*[@.](?:{_SPECIAL_USE})$)"}),
+]
 MessageKey = Annotated[
     str,
     AfterValidator(_check_message_key),
@@ -415,6 +426,28 @@ def _attachments_too_large() -> PydanticCustomError:
     return _error("attachments_too_large", "attachments must total less than 2 MB once decoded")
 
 
+# What _check_headers and _check_attachments enforce, as the document states it (the 2 MB total aside).
+_HEADERS_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"pattern": f"^(?!(?:{'|'.join(_any_case(h) for h in sorted(RESERVED_HEADERS))})$)[!-9;-~]+$"},
+    "additionalProperties": {"type": "string", "pattern": "^[\\t -~]*$", "maxLength": _MAX_HEADER_VALUE},
+}
+_EXTENSIONS = "|".join(_any_case(e) for e in sorted(FORBIDDEN_ATTACHMENT_EXTENSIONS))
+_ATTACHMENTS_SCHEMA: dict[str, Any] = {
+    "propertyNames": {
+        "pattern": (
+            "^(?=[\\s\\S]*[^ \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000])"
+            f"(?![\\s\\S]*\\.(?:{_EXTENSIONS})[. ]*$)[^/\\\\\\u0000-\\u001f\\u007f]*$"
+        ),
+        "maxLength": 255,
+    },
+    "additionalProperties": {
+        "type": "string",
+        "contentEncoding": "base64",
+        "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+    },
+}
+
+
 def _present(*names: str) -> dict[str, Any]:
     return {"required": list(names), "properties": {n: {"type": "string"} for n in names}}
 
@@ -429,8 +462,8 @@ class SendRequest(_Content):
     definitionKey: DefinitionKey | None = None
     recipient: Recipient
     bcc: list[EmailAddress] | None = None
-    headers: dict[str, str] | None = None
-    attachments: dict[str, str] | None = None
+    headers: dict[str, str] | None = Field(None, json_schema_extra=_HEADERS_SCHEMA)
+    attachments: dict[str, str] | None = Field(None, json_schema_extra=_ATTACHMENTS_SCHEMA)
     sendAt: int | str | None = Field(
         None,
         json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}, {"type": "null"}]},
