@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import psutil
 import pytest
 
@@ -77,7 +78,16 @@ async def test_three_serve_processes_on_one_database_deliver_each_event_exactly_
             batch = [{"type": "sent", "messageKey": f"m{i}-{j}"} for j in range(10)]
             assert (await clients[i % 3].call("POST", "/v1/events", {"events": batch}))[0] == 201
         await receiver.wait_for(300, timeout=60)
-        await asyncio.sleep(1.0)  # anything duplicated would arrive now
+        # Every delivery finished after exactly one request: a second send of any of them would need
+        # a second attempt, and nothing is left pending that could be sent again.
+        conn = await asyncpg.connect(database_url)
+        try:
+            outcomes = "SELECT status, attempts, count(*) AS n FROM deliveries GROUP BY 1, 2"
+            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM deliveries WHERE status = 'pending'"))
+            done = await conn.fetch(outcomes)
+        finally:
+            await conn.close()
+        assert [(r["status"], r["attempts"], r["n"]) for r in done] == [("succeeded", 1, 300)]
         ids = [r.headers["webhook-id"] for r in receiver.events]
         assert len(ids) == 300 and len(set(ids)) == 300
         for r in receiver.events[:20]:
