@@ -340,6 +340,10 @@ class DeliveryWorker:
         return keys
 
     async def _deliver(self, job: Job) -> None:
+        if self._window(job.callback_id).slow:
+            # Its last request timed out: it is in no hurry. Spreading the next tries of such callbacks
+            # keeps their timeouts from arriving together, a stall for everyone else on this loop.
+            await asyncio.sleep(random.uniform(0, self.settings.webhook_timeout / 2))
         try:
             keys = await self._signing_keys(job)
         except DB_ERRORS as exc:
