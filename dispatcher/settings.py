@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     failing_probe_interval: float = Field(30.0, description="Seconds between probes of a failing callback.")
     disable_after: float = Field(5 * 86400.0, description="Seconds of continuous failure before disabling.")
     worker_concurrency: int = Field(200, ge=1, description="Webhook requests in flight per worker process.")
-    callback_concurrency: int = Field(10, ge=1, description="Requests in flight per callback per worker.")
+    callback_concurrency: int = Field(
+        10, ge=1, description="Most requests in flight per callback per worker; a callback earns them by answering."
+    )
     claim_batch: int = Field(1000, description="Most deliveries claimed in one round trip.")
     lease_seconds: float = Field(300.0, description="A claimed delivery returns to the queue after this.")
     poll_interval: float = Field(1.0, description="Worker poll interval (LISTEN/NOTIFY wakes it sooner).")
