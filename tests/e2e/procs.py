@@ -100,15 +100,13 @@ def first_key(output: str) -> str:
     return keys[0]
 
 
-async def register(client: Client, receiver: Any, batch: int = 1) -> tuple[str, str]:
+async def register(client: Client, receiver: Any, batch: int = 1, name: str = "hook") -> tuple[str, str]:
     before = len(receiver.requests)
-    status, cb = await client.call(
-        "POST", "/v1/callbacks", {"name": "hook", "url": receiver.url, "maxBatchSize": batch}
-    )
+    status, cb = await client.call("POST", "/v1/callbacks", {"name": name, "url": receiver.url, "maxBatchSize": batch})
     assert status == 201, cb
     reqs = await receiver.wait_for(before + 1, events_only=False)
     key = reqs[before].json["verificationKey"]
     assert (await client.call("POST", f"/v1/callbacks/{cb['callbackId']}/verify", {"verificationKey": key}))[0] == 200
-    sub = {"name": "all", "callbackId": cb["callbackId"], "eventTypes": ["*"]}
+    sub = {"name": "all" if name == "hook" else f"{name}-all", "callbackId": cb["callbackId"], "eventTypes": ["*"]}
     assert (await client.call("POST", "/v1/subscriptions", sub))[0] == 201
     return cb["callbackId"], cb["signingSecret"]

@@ -149,15 +149,16 @@ async def test_sigterm_hands_back_in_flight_deliveries_instead_of_waiting_out_th
 
 
 async def _five_in_flight(tmp_path: Path, database_url: str, slow: Receiver, *serve_args: str) -> Service:
-    """A service (short grace, long lease) with five deliveries in flight to `slow`."""
+    """A service (short grace, long lease) with five deliveries in flight to `slow`: one for each of five
+    callbacks, since a callback that has not answered yet gets one request at a time."""
     env = service_env(tmp_path, database_url, shutdown_grace=1, lease_seconds=300, poll_interval=0.2)
     cli(env, "accounts", "create", "default")
     key = cli(env, "keys", "create", "--account", "default").stdout.strip()
     service = await Service(env, tmp_path / "serve.log", *serve_args).ready()
     client = Client(service.url, key)
-    await register(client, slow)
-    batch = [{"type": "sent", "messageKey": f"k{i}"} for i in range(5)]
-    assert (await client.call("POST", "/v1/events", {"events": batch}))[0] == 201
+    for i in range(5):
+        await register(client, slow, name=f"hook{i}")
+    assert (await client.call("POST", "/v1/events", {"type": "sent", "messageKey": "k"}))[0] == 201
     await slow.wait_for(5)  # all five requests are in flight, each would take 30 s
     return service
 
