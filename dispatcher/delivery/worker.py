@@ -40,6 +40,7 @@ HANDBACK_DELAY = 2.0  # seconds before a delivery this worker could not send is 
 # Jobs held per callback: four rounds of its slots. The loop claims more when half are left, so the
 # next rounds are already queued locally while a claim is on its way. A slow callback gets one round.
 ROUNDS = 4
+WINDOW_TTL = 60.0  # seconds; how often windows of callbacks that hold nothing and answered last are forgotten
 
 
 @dataclass(slots=True)
@@ -112,6 +113,7 @@ class DeliveryWorker:
         self._ready: dict[int, None] = {}
         self._queued = 0  # jobs waiting behind the callbacks in _ready
         self._windows: dict[int, policy.Window] = {}  # callbacks whose slots differ from a new one's
+        self._swept = time.monotonic()
         self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
         self._outcomes: list[Outcome] = []
         self._handback: list[int] = []  # deliveries this worker did not send: due again shortly
@@ -230,8 +232,19 @@ class DeliveryWorker:
         self._claimed_at = time.monotonic()
         return await self._claim()
 
+    def _forget_idle(self) -> None:
+        """What a callback could take a minute ago says little about now, and the claim's arrays stay small:
+        windows of callbacks holding nothing whose latest request was answered are forgotten."""
+        if time.monotonic() - self._swept < WINDOW_TTL:
+            return
+        self._swept = time.monotonic()
+        held = self._running.keys() | self._waiting.keys()
+        for cb in [cb for cb, w in self._windows.items() if not w.slow and cb not in held]:
+            del self._windows[cb]
+
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings
+        self._forget_idle()
         known = self._running.keys() | self._waiting.keys() | self._windows.keys()
         held = {cb: (self._held_by(cb), self._window(cb).share(ROUNDS)) for cb in known}
         if self.metrics is not None:
