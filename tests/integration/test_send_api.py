@@ -14,14 +14,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
 
 from dispatcher.api.app import create_app
 from dispatcher.crypto import load_keyring
 from dispatcher.sending.sender import MailSender
 from dispatcher.sending.transport import MaildirTransport
 from tests.conftest import Api, make_key, setup_callback, wait_until
-from tests.integration.test_smtp_transport import SwitchableHandler, free_port
+from tests.integration.test_smtp_transport import free_port
 from tests.receiver import Receiver
 
 DEFINITION = {
@@ -34,15 +33,6 @@ DEFINITION = {
         "text": "Hi {{ attributes.name }}, order {{ attributes.order }}",
     },
 }
-
-
-@pytest.fixture
-def smtp() -> Any:
-    handler = SwitchableHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
 
 
 @pytest.fixture
