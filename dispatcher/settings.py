@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body (413 beyond).")
     rate_limit_per_second: float = Field(100.0, description="Requests per second per API key (0: off).")
-    public_url: str = Field("http://127.0.0.1:8080", description="Base URL for tracking links.")
+    public_url: str | None = Field(
+        None, description="Base URL of tracking links in sent mail; unset: http://HOST:PORT as served."
+    )
     bootstrap: bool = Field(
         True, description="On an empty database, create account 'default' and print one key on stderr."
     )
@@ -122,6 +124,15 @@ class Settings(BaseSettings):
         if isinstance(items, list):
             return [ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in items]
         return items
+
+    @property
+    def tracking_base_url(self) -> str:
+        """DISPATCHER_PUBLIC_URL, or the address this process serves, so links work after a port change.
+        A wildcard bind address stands for this machine's loopback."""
+        if self.public_url:
+            return self.public_url
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def postgres_dir(self) -> Path:

@@ -74,7 +74,7 @@ async def render_mail(
     out: dict[str, str | None] = dict.fromkeys(sources)
     out.update(await sandbox.render(fields, attrs, contact_key=ck, to=to))
 
-    key, account, mid, public = keyring.tracking_key, msg["account_id"], msg["id"], settings.public_url
+    key, account, mid, public = keyring.tracking_key, msg["account_id"], msg["id"], settings.tracking_base_url
     html = out["html"]
     if html is not None and options.tracked:
         html = tracking.rewrite_html(

@@ -128,3 +128,30 @@ def test_scalar_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("DISPATCHER_ALLOW_HTTP_CALLBACKS", "true")
     s = Settings()
     assert (s.webhook_timeout, s.callback_concurrency, s.allow_http_callbacks) == (2.5, 3, True)
+
+
+# --- tracking links -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "http://127.0.0.1:8080"),
+        ({"DISPATCHER_PORT": "9090"}, "http://127.0.0.1:9090"),
+        ({"DISPATCHER_HOST": "0.0.0.0", "DISPATCHER_PORT": "9090"}, "http://127.0.0.1:9090"),
+        ({"DISPATCHER_HOST": "::", "DISPATCHER_PORT": "9090"}, "http://[::1]:9090"),
+        ({"DISPATCHER_HOST": "mail.internal"}, "http://mail.internal:8080"),
+        ({"DISPATCHER_PORT": "9090", "DISPATCHER_PUBLIC_URL": "https://t.example.com"}, "https://t.example.com"),
+    ],
+)
+def test_tracking_links_follow_the_served_address_unless_a_public_url_is_set(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().tracking_base_url == expected
+
+
+def test_tracking_links_follow_a_port_given_on_the_command_line():
+    """`serve --port` copies the settings with a new port; the links must follow that port too."""
+    assert Settings().model_copy(update={"port": 9191}).tracking_base_url == "http://127.0.0.1:9191"
