@@ -1,4 +1,5 @@
-"""The `dispatcher` command: serve, migrate, accounts, keys. Works against the same database as `serve`."""
+"""The `dispatcher` command: `serve`, and the operator's commands (in `commands`) against the same database,
+found by the same rule (`datadir`). Errors go to stderr as `dispatcher: error: ...`, with exit status 1."""
 
 from __future__ import annotations
 
@@ -6,17 +7,19 @@ import argparse
 import asyncio
 import gc
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dispatcher import __version__, accounts, db, logs
+from dispatcher import __version__, accounts, commands, datadir, db, events, logs, status
 from dispatcher.errors import DispatcherError
 from dispatcher.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="dispatcher", description="Event notification service for transactional messaging."
+        prog="dispatcher",
+        description="Event notification service for transactional messaging.",
+        epilog="Every command uses DISPATCHER_DATA_DIR, else the nearest var/ holding a database in the current "
+        "directory or a parent, else ./var (only serve and migrate create a database there).",
     )
     p.add_argument("--version", action="version", version=f"dispatcher {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -28,38 +31,95 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", type=int, help="processes sharing the port (default: DISPATCHER_PROCESSES)")
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # set by the parent of --processes
 
-    sub.add_parser("migrate", help="apply schema.sql (idempotent)")
-
-    acc = sub.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True)
-    acc.add_parser("create", help="create an account").add_argument("name")
-    acc.add_parser("list", help="list accounts")
-
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
-    kc = keys.add_parser("create", help="create a key; prints it once on stdout")
-    kc.add_argument("--account", required=True)
-    kc.add_argument("--scope", action="append", choices=accounts.SCOPES, help="repeatable; default '*'")
-    kc.add_argument("--allow-ip", action="append", metavar="CIDR", help="repeatable; restrict client addresses")
-    keys.add_parser("list", help="list an account's keys").add_argument("--account", required=True)
-    keys.add_parser("revoke", help="revoke a key at once").add_argument("key_id", type=int)
+    _command(sub, "migrate", None, "apply schema.sql (idempotent); creates the database", creates=True)
+    _command(sub, "status", commands.show_status, "the database, its schema and backlogs", reads=True, account=True)
+    _accounts_parser(sub.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True))
+    _keys_parser(sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True))
+    _callbacks_parser(
+        sub.add_parser("callbacks", help="inspect callbacks").add_subparsers(dest="action", required=True)
+    )
+    _events_parser(sub.add_parser("events", help="watch events").add_subparsers(dest="action", required=True))
+    dlv = sub.add_parser("deliveries", help="act on deliveries").add_subparsers(dest="action", required=True)
+    retry = _command(dlv, "retry", commands.deliveries_retry, "send a delivery again now, whatever its state",
+                     account=True)  # fmt: skip
+    retry.add_argument("delivery_id", metavar="ID", help="e.g. dlv_42")
     return p
 
 
+def _command(
+    sub: Any, name: str, run: Any, help: str, *, reads: bool = False, creates: bool = False, account: bool = False
+) -> argparse.ArgumentParser:
+    """A subcommand; `reads`: it never writes, so it neither applies the schema nor creates a database."""
+    cmd: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    cmd.set_defaults(run=run, reads=reads, creates=creates)
+    if account:
+        cmd.add_argument("--account", metavar="NAME", help="only this account (default: every account)")
+    return cmd
+
+
+def _accounts_parser(acc: Any) -> None:
+    _command(acc, "create", commands.accounts_create, "create an account").add_argument("name")
+    _command(acc, "list", commands.accounts_list, "list accounts", reads=True)
+
+
+def _keys_parser(keys: Any) -> None:
+    kc = _command(keys, "create", commands.keys_create, "create a key; prints it once on stdout")
+    kc.add_argument("--account", required=True)
+    kc.add_argument("--scope", action="append", choices=accounts.SCOPES, help="repeatable; default '*'")
+    kc.add_argument("--allow-ip", action="append", metavar="CIDR", help="repeatable; restrict client addresses")
+    _command(keys, "list", commands.keys_list, "list an account's keys", reads=True).add_argument(
+        "--account", required=True
+    )
+    _command(keys, "revoke", commands.keys_revoke, "revoke a key at once").add_argument("key_id", type=int)
+
+
+def _callbacks_parser(cbs: Any) -> None:
+    _command(cbs, "list", commands.callbacks_list, "list callbacks with their state", reads=True, account=True)
+    show = _command(cbs, "show", commands.callbacks_show, "one callback in full", reads=True, account=True)
+    show.add_argument("callback_id", metavar="ID", help="e.g. cb_1")
+
+
+def _events_parser(evs: Any) -> None:
+    tail = _command(evs, "tail", commands.events_tail, "the latest events, oldest first", reads=True, account=True)
+    tail.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="how many to show first (default 20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="then print new events as they are recorded")
+    tail.add_argument("--type", action="append", choices=events.EVENT_TYPES, help="repeatable; default every type")
+    tail.add_argument("--message-key", metavar="KEY", help="only this message's events")
+
+
+class NoDatabase(Exception):
+    """A command that needs a database found none; it creates nothing."""
+
+
 def _err(*parts: Any) -> None:
-    print(*parts, file=sys.stderr)
+    print("dispatcher: error:", *parts, file=sys.stderr)
 
 
-async def _with_db(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
-    database = await db.open_database(settings)
+def _check_present(settings: Settings, args: argparse.Namespace) -> None:
+    if args.creates or settings.database_url or datadir.has_embedded_database(settings.data_dir):
+        return
+    raise NoDatabase(
+        f"no database in {settings.data_dir}; run this where `dispatcher serve` runs (or below it), "
+        "or set DISPATCHER_DATA_DIR or DISPATCHER_DATABASE_URL"
+    )
+
+
+async def _with_db(settings: Settings, args: argparse.Namespace) -> int:
+    _check_present(settings, args)
+    settings = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2})
+    database = await db.open_database(settings, run_migrations=not args.reads)
     try:
         async with database.pool.acquire() as conn:
-            return await fn(conn)
+            if args.reads and not await status.has_schema(conn):
+                raise NoDatabase("the database has no dispatcher schema yet: run `dispatcher migrate` or `serve`")
+            return int(await (args.run or _migrate)(conn, args, settings))
     finally:
         await database.close()
 
 
-async def _migrate(conn: Any) -> int:
+async def _migrate(conn: Any, args: argparse.Namespace, settings: Settings) -> int:
     version = await db.migrate(conn)
-    _err(f"schema at version {version}")
+    print(f"schema at version {version}", file=sys.stderr)
     return 0
 
 
@@ -67,39 +127,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return serve(settings, host=args.host, port=args.port, role=args.role, processes=args.processes,
                      listen_fd=args.listen_fd)  # fmt: skip
-
-    async def command(conn: Any) -> int:
-        if args.command == "migrate":
-            return await _migrate(conn)
-        if args.command == "accounts" and args.action == "create":
-            row = await accounts.create_account(conn, args.name)
-            print(f"{row['id']}\t{row['name']}")
-            return 0
-        if args.command == "accounts":
-            for row in await accounts.list_accounts(conn):
-                print(f"{row['id']}\t{row['name']}\t{row['keys']} keys\t{row['created_at']:%Y-%m-%d}")
-            return 0
-        if args.action == "create":
-            account = await accounts.get_account(conn, args.account)
-            key_id, key = await accounts.create_key(conn, account["id"], args.scope or ["*"], args.allow_ip)
-            _err(f"created key {key_id} for {args.account} (shown once)")
-            print(key)
-            return 0
-        if args.action == "list":
-            account = await accounts.get_account(conn, args.account)
-            for k in await accounts.list_keys(conn, account["id"]):
-                state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else "active"
-                cidrs = ",".join(map(str, k["allowed_cidrs"])) or "any"
-                used = f"last used {k['last_used_at']:%Y-%m-%d %H:%M}" if k["last_used_at"] else "never used"
-                print(f"{k['id']}\t{k['prefix']}…\t{','.join(k['scopes'])}\t{cidrs}\t{state}\t{used}")
-            return 0
-        if await accounts.revoke_key(conn, args.key_id):
-            _err(f"revoked key {args.key_id}")
-            return 0
-        _err(f"no live key {args.key_id}")
-        return 1
-
-    return asyncio.run(_with_db(settings, command))
+    return asyncio.run(_with_db(settings, args))
 
 
 def _tune_gc() -> None:
@@ -138,7 +166,7 @@ def serve(
         app,
         loop=_event_loop(),
         **where,
-        print=lambda msg: _err(msg.splitlines()[0]) if msg and listen_fd is None else None,
+        print=lambda msg: print(msg.splitlines()[0], file=sys.stderr) if msg and listen_fd is None else None,
         access_log=None,
         shutdown_timeout=settings.shutdown_grace,
     )
@@ -157,13 +185,17 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    settings = datadir.find(Settings())
     logs.configure(settings.log_level, settings.log_format)
     try:
         return _run(args, settings)
-    except (DispatcherError, ValueError) as exc:
-        _err(f"error: {exc}")
-        return 1
+    except (DispatcherError, NoDatabase, ValueError) as exc:
+        _err(exc)
+    except db.DB_ERRORS as exc:
+        _err(f"database: {exc or type(exc).__name__}")
+    except KeyboardInterrupt:
+        return 130
+    return 1
 
 
 if __name__ == "__main__":

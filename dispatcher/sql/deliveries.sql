@@ -179,3 +179,7 @@ UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_owner =
                       retry_base = attempts
 WHERE callback_id = $1 AND account_id = $2 AND status = 'failed'
   AND created_at >= $3 AND ($4::timestamptz IS NULL OR created_at < $4)
+
+-- name: delivery_account
+-- The account a delivery belongs to, for the operator's CLI (which covers every account).
+SELECT account_id FROM deliveries WHERE id = $1

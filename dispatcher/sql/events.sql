@@ -75,3 +75,28 @@ LIMIT $8
 SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
 FROM events WHERE account_id = $1 AND message_key = $2
 ORDER BY occurred_at, id
+
+-- name: latest_events
+-- The newest events, newest first, of one account or all ($1 NULL); for `dispatcher events tail`.
+SELECT e.id, a.name AS account, e.type, e.message_key, e.recipient, e.occurred_at, e.data
+FROM events e JOIN accounts a ON a.id = e.account_id
+WHERE ($1::bigint IS NULL OR e.account_id = $1)
+  AND ($2::text[] IS NULL OR e.type = ANY($2))
+  AND ($3::text IS NULL OR e.message_key = $3)
+ORDER BY e.id DESC
+LIMIT $4
+
+-- name: events_after
+-- Events after an id, oldest first, of one account or all ($2 NULL); for `dispatcher events tail --follow`.
+SELECT e.id, a.name AS account, e.type, e.message_key, e.recipient, e.occurred_at, e.data
+FROM events e JOIN accounts a ON a.id = e.account_id
+WHERE e.id > $1
+  AND ($2::bigint IS NULL OR e.account_id = $2)
+  AND ($3::text[] IS NULL OR e.type = ANY($3))
+  AND ($4::text IS NULL OR e.message_key = $4)
+ORDER BY e.id
+LIMIT $5
+
+-- name: last_event_id
+-- The newest event id (0 when none): where `dispatcher events tail --follow` starts.
+SELECT coalesce(max(id), 0) FROM events
