@@ -75,6 +75,19 @@ CREATE TABLE IF NOT EXISTS callbacks (
     UNIQUE (account_id, name)
 );
 CREATE INDEX IF NOT EXISTS callbacks_claimable ON callbacks (paused_until) WHERE status IN ('active', 'failing');
+-- The ownership handshake (version 4): the outcome of the latest verification request (sent, then
+-- delivered or failed), and when a retry is due. verification_next_at is also the lease of a request in
+-- flight: one never answered is due again when it ends, in whichever process claims it. The key is kept
+-- (encrypted, like signing secrets) only while a retry may still need it.
+ALTER TABLE callbacks
+    ADD COLUMN IF NOT EXISTS verification_key_enc bytea,
+    ADD COLUMN IF NOT EXISTS verification_status text CHECK (verification_status IN ('sent', 'delivered', 'failed')),
+    ADD COLUMN IF NOT EXISTS verification_attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS verification_last_attempt_at timestamptz,
+    ADD COLUMN IF NOT EXISTS verification_status_code integer,
+    ADD COLUMN IF NOT EXISTS verification_error text,
+    ADD COLUMN IF NOT EXISTS verification_next_at timestamptz;
+CREATE INDEX IF NOT EXISTS callbacks_handshake_due ON callbacks (verification_next_at) WHERE verification_next_at IS NOT NULL;
 
 -- Signing secrets, encrypted at rest (Fernet). Rotation adds a row and gives the old one an expiry.
 CREATE TABLE IF NOT EXISTS callback_secrets (
@@ -220,4 +233,5 @@ CREATE TABLE IF NOT EXISTS suppressions (
 DROP INDEX IF EXISTS deliveries_due;  -- (callback_id, next_attempt_at): claims had to sort the backlog
 DROP INDEX IF EXISTS deliveries_created;  -- nothing reads deliveries by created_at alone
 
-INSERT INTO schema_version (version) VALUES (1), (2), (3) ON CONFLICT DO NOTHING;  -- 2: one attempt row per request, 3: leased_until
+INSERT INTO schema_version (version) VALUES (1), (2), (3), (4) ON CONFLICT DO NOTHING;
+-- 2: one attempt row per request, 3: leased_until, 4: the ownership handshake's state

@@ -5,18 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import asyncpg
-import orjson
 
 from dispatcher import __version__, ids
 from dispatcher.crypto import Keyring, new_signing_secret
 from dispatcher.db import queries
-from dispatcher.delivery import outbound, signing
+from dispatcher.delivery import signing
 from dispatcher.errors import Conflict, InvalidRequest, NotFound
 
 SQL = queries("callbacks")
@@ -24,8 +21,28 @@ VERIFICATION_VALID_FOR = timedelta(hours=4)  # as in ENS
 USER_AGENT = f"dispatcher/{__version__}"
 
 
-def _hash(key: str) -> bytes:
+def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def verification_json(row: asyncpg.Record) -> dict[str, Any] | None:
+    """The latest handshake: None for a callback whose handshake predates this record (schema version 4)."""
+    if row["verification_status"] is None:
+        return None
+    pending = row["status"] == "pending_verification"
+    return {
+        "status": row["verification_status"],
+        "attempts": row["verification_attempts"],
+        "lastAttemptAt": _iso(row["verification_last_attempt_at"]),
+        "statusCode": row["verification_status_code"],
+        "error": row["verification_error"],
+        "nextAttemptAt": _iso(row["verification_next_at"]),
+        "resend": f"POST /v1/callbacks/{ids.encode('cb', row['id'])}/verification" if pending else None,
+    }
 
 
 def callback_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -41,21 +58,33 @@ def callback_json(row: asyncpg.Record) -> dict[str, Any]:
         "disabledReason": row["disabled_reason"],
         "createdAt": row["created_at"].isoformat(),
         "updatedAt": row["updated_at"].isoformat(),
+        "verification": verification_json(row),
     }
+
+
+async def start_handshake(
+    conn: asyncpg.Connection, keyring: Keyring, callback_id: int, account_id: int, *, lease: float
+) -> tuple[asyncpg.Record, str]:
+    """A fresh verification key, its handshake `sent` and leased to the caller for `lease` seconds (the
+    caller sends it after commit; if it never records an outcome, a retrier sends it when the lease ends)."""
+    key = secrets.token_urlsafe(24)
+    row = await conn.fetchrow(
+        SQL["start_handshake"], callback_id, account_id, key_hash(key), keyring.encrypt(key), lease
+    )
+    return row, key
 
 
 async def create_callback(
     conn: asyncpg.Connection, keyring: Keyring, account_id: int, *, name: str, url: str,
-    description: str | None, max_batch_size: int,
+    description: str | None, max_batch_size: int, lease: float,
 ) -> tuple[asyncpg.Record, str, str]:  # fmt: skip
     """Returns (row, signing secret, verification key); both secrets are shown only now."""
-    secret, verification_key = new_signing_secret(), secrets.token_urlsafe(24)
+    secret = new_signing_secret()
     try:
         async with conn.transaction():
-            row = await conn.fetchrow(
-                SQL["create_callback"], account_id, name, url, description, max_batch_size, _hash(verification_key)
-            )
+            row = await conn.fetchrow(SQL["create_callback"], account_id, name, url, description, max_batch_size)
             await conn.execute(SQL["add_secret"], row["id"], keyring.encrypt(secret))
+            row, verification_key = await start_handshake(conn, keyring, row["id"], account_id, lease=lease)
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a callback named {name!r} already exists", field="name") from None
     return row, secret, verification_key
@@ -73,25 +102,28 @@ async def list_callbacks(conn: asyncpg.Connection, account_id: int) -> list[asyn
 
 
 async def update_callback(
-    conn: asyncpg.Connection, account_id: int, callback_id: str, changes: dict[str, Any]
-) -> tuple[asyncpg.Record, str | None]:
-    """Apply a PATCH. A new URL must be verified again: returns the new verification key then."""
+    conn: asyncpg.Connection, keyring: Keyring, account_id: int, callback_id: str, changes: dict[str, Any],
+    *, lease: float,
+) -> tuple[asyncpg.Record, str | None]:  # fmt: skip
+    """Apply a PATCH (in the caller's transaction). A new URL must be verified again: returns the new
+    verification key then, its handshake leased to the caller as in start_handshake."""
     current = await get_callback(conn, account_id, callback_id)
     status = changes.get("status")
     if status and current["status"] == "pending_verification":
         raise InvalidRequest("verify the callback before changing its status", field="status")
-    verification_key = None
-    if changes.get("url") and changes["url"] != current["url"]:
-        verification_key = secrets.token_urlsafe(24)
+    new_url = bool(changes.get("url")) and changes["url"] != current["url"]
+    if new_url:
         status = "pending_verification"
     try:
         row = await conn.fetchrow(
             SQL["update_callback"], current["id"], account_id, changes.get("name"), changes.get("url"),
             "description" in changes, changes.get("description"), changes.get("maxBatchSize"), status,
-            _hash(verification_key) if verification_key else None,
         )  # fmt: skip
     except asyncpg.UniqueViolationError:
         raise Conflict("a callback with this name already exists", field="name") from None
+    verification_key = None
+    if new_url:
+        row, verification_key = await start_handshake(conn, keyring, current["id"], account_id, lease=lease)
     if status == "active" and current["status"] == "disabled":
         # Deliveries that waited while it was disabled flow again, oldest first.
         await conn.execute(
@@ -108,13 +140,13 @@ async def delete_callback(conn: asyncpg.Connection, account_id: int, callback_id
         raise NotFound("no such callback")
 
 
-async def new_verification(conn: asyncpg.Connection, account_id: int, callback_id: str) -> tuple[asyncpg.Record, str]:
+async def new_verification(
+    conn: asyncpg.Connection, keyring: Keyring, account_id: int, callback_id: str, *, lease: float
+) -> tuple[asyncpg.Record, str]:
     row = await get_callback(conn, account_id, callback_id)
     if row["status"] != "pending_verification":
         raise Conflict("this callback is already verified", field="callbackId")
-    key = secrets.token_urlsafe(24)
-    row = await conn.fetchrow(SQL["new_verification"], row["id"], account_id, _hash(key))
-    return row, key
+    return await start_handshake(conn, keyring, row["id"], account_id, lease=lease)
 
 
 async def verify(conn: asyncpg.Connection, account_id: int, callback_id: str, key: str) -> asyncpg.Record:
@@ -122,7 +154,7 @@ async def verify(conn: asyncpg.Connection, account_id: int, callback_id: str, ke
     if row["status"] != "pending_verification":
         return row  # verifying twice is harmless
     expected = row["verification_key_hash"]
-    if expected is None or not hmac.compare_digest(bytes(expected), _hash(key)):
+    if expected is None or not hmac.compare_digest(bytes(expected), key_hash(key)):
         raise InvalidRequest(
             "verification key does not match", field="verificationKey", code="invalid_verification_key"
         )
@@ -146,17 +178,6 @@ async def rotate_secret(
 async def signing_keys(conn: asyncpg.Connection | asyncpg.Pool, keyring: Keyring, callback_id: int) -> list[bytes]:
     rows = await conn.fetch(SQL["live_secrets"], callback_id)
     return [signing.secret_bytes(keyring.decrypt(r["secret_enc"])) for r in rows]
-
-
-async def send_verification(
-    session: aiohttp.ClientSession, keys: list[bytes], row: asyncpg.Record, key: str, allowed: list[Any]
-) -> outbound.Response:
-    """POST {callbackId, verificationKey} to the URL (signed like every request, so it can be trusted)."""
-    callback_id = ids.encode("cb", row["id"])
-    body = orjson.dumps({"callbackId": callback_id, "verificationKey": key})
-    msg_id = f"verify_{row['id']}_{secrets.token_hex(4)}"
-    headers = signing.headers(keys, msg_id, int(time.time()), body, USER_AGENT)
-    return await outbound.post(session, row["url"], body, headers, allowed)
 
 
 # --- subscriptions -----------------------------------------------------------------------------

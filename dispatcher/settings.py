@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     )
     batch_linger: float = Field(0.2, description="Seconds a partial batch waits to fill up.")
     verification_timeout: float = 30.0
+    verification_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0],
+        description="Seconds between retries of an undelivered ownership handshake; exhausted: failed until resent.",
+    )
 
     # --- sending ---
     mail_url: str | None = Field(None, description="smtp[s]://user:pass@host:port; unset: maildir in DATA_DIR.")
@@ -111,7 +115,7 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds the database may stay unreachable before /healthz fails too (0: never)."
     )
 
-    @field_validator("retry_schedule", "mail_retry_schedule", mode="before")
+    @field_validator("retry_schedule", "mail_retry_schedule", "verification_retry_schedule", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)

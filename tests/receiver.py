@@ -60,7 +60,7 @@ class Receiver:
         # Slow handlers are cut off at stop: a test's receiver never holds up the next test.
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
-        self._site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self._site = web.TCPSite(self.runner, "127.0.0.1", self.port)  # 0: any free port
         await self._site.start()
         self.port = self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self

@@ -24,6 +24,7 @@ from dispatcher.delivery import outbound
 from dispatcher.delivery.worker import DeliveryWorker
 from dispatcher.errors import NotFound
 from dispatcher.group_commit import GroupWriter
+from dispatcher.handshake import HandshakeRetrier
 from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
 from dispatcher.retention import Purger
@@ -148,11 +149,15 @@ def _purger(app: web.Application) -> Purger:
     return Purger(app[DB], app[SETTINGS])
 
 
+def _handshake_retrier(app: web.Application) -> HandshakeRetrier:
+    return HandshakeRetrier(app[DB], app[SETTINGS], app[KEYRING])
+
+
 def background_services(role: str) -> list[Callable[[web.Application], Any]]:
     """Workers this process runs for `role`; each has async start() and stop()."""
     if role == "api":
         return []
-    return [_delivery_worker, _mail_sender, _purger]
+    return [_delivery_worker, _mail_sender, _purger, _handshake_retrier]
 
 
 def create_app(

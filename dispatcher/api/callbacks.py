@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher import callbacks, deliveries, events
+from dispatcher import callbacks, deliveries, events, handshake
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
 from dispatcher.delivery import outbound
@@ -50,6 +50,18 @@ class CallbackPatch(BaseModel):
     )
 
 
+class VerificationOut(BaseModel):
+    status: Literal["sent", "delivered", "failed"] = Field(
+        description="sent: no answer recorded yet; delivered: the URL answered 2xx; failed: it did not"
+    )
+    attempts: int = Field(description="Requests made with the current key")
+    lastAttemptAt: str | None
+    statusCode: int | None = Field(description="The URL's answer to the last request, if it answered")
+    error: str | None = Field(description="Why the last request got no answer: connection_error, timeout, ...")
+    nextAttemptAt: str | None = Field(description="When it is sent again unless answered first; null: not again")
+    resend: str | None = Field(description="The request that sends a fresh key now; null once verified")
+
+
 class CallbackOut(BaseModel):
     callbackId: str
     name: str
@@ -62,6 +74,9 @@ class CallbackOut(BaseModel):
     disabledReason: str | None
     createdAt: str
     updatedAt: str
+    verification: VerificationOut | None = Field(
+        description="The ownership handshake: the latest verification request and its outcome"
+    )
     signingSecret: str | None = None
 
 
@@ -203,14 +218,21 @@ async def _check_url(call: Call, url: str) -> None:
     await outbound.check_url(url, allow_http=s.allow_http_callbacks, allowed=s.allowed_networks)
 
 
+def _handshaker(app: web.Application) -> handshake.Handshaker:
+    return handshake.Handshaker(app[DB], app[SETTINGS], app[KEYRING], app[OUTBOUND])
+
+
+def _pending(row: Any, key: str) -> handshake.Pending:
+    return handshake.Pending(row["id"], row["url"], key, row["verification_attempts"])
+
+
 def _send_verification(app: web.Application, row: Any, key: str) -> None:
-    """After commit, POST the verification key to the URL in the background."""
+    """After commit, POST the verification key to the URL in the background; a retrier sends it again if
+    this request fails (or never records its outcome)."""
 
     async def send() -> None:
         try:
-            keys = await callbacks.signing_keys(app[DB].pool, app[KEYRING], row["id"])
-            resp = await callbacks.send_verification(app[OUTBOUND], keys, row, key, app[SETTINGS].allowed_networks)
-            log.info("verification sent", callback_id=f"cb_{row['id']}", status=resp.status, error=resp.error_kind)
+            await _handshaker(app).attempt(_pending(row, key))
         except Exception:
             log.exception("verification failed", callback_id=f"cb_{row['id']}")
 
@@ -230,7 +252,7 @@ async def create_callback(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         row, secret, key = await callbacks.create_callback(
             conn, call.app[KEYRING], _account(call), name=body.name, url=body.url,
-            description=body.description, max_batch_size=body.maxBatchSize,
+            description=body.description, max_batch_size=body.maxBatchSize, lease=handshake.lease(call.app[SETTINGS]),
         )  # fmt: skip
     _send_verification(call.app, row, key)
     return {**callbacks.callback_json(row), "signingSecret": secret}
@@ -258,7 +280,10 @@ async def patch_callback(call: Call) -> Any:
     if "url" in changes:
         await _check_url(call, changes["url"])
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
-        row, key = await callbacks.update_callback(conn, _account(call), call.path("callbackId"), changes)
+        row, key = await callbacks.update_callback(
+            conn, call.app[KEYRING], _account(call), call.path("callbackId"), changes,
+            lease=handshake.lease(call.app[SETTINGS]),
+        )  # fmt: skip
     if key:
         _send_verification(call.app, row, key)
     return callbacks.callback_json(row)
@@ -280,13 +305,19 @@ async def verify_callback(call: Call) -> Any:
     return callbacks.callback_json(row)
 
 
-@router.route("POST", "/v1/callbacks/{callbackId}/verification", summary="Send a fresh verification key",
-              scope="callbacks:manage", response=Accepted, status=202, tag="callbacks")  # fmt: skip
+@router.route("POST", "/v1/callbacks/{callbackId}/verification",
+              summary="Send a fresh verification key now; answers the outcome (a failed one is retried)",
+              scope="callbacks:manage", response=VerificationOut, tag="callbacks")  # fmt: skip
 async def resend_verification(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
-        row, key = await callbacks.new_verification(conn, _account(call), call.path("callbackId"))
-    _send_verification(call.app, row, key)
-    return {"status": "sent"}
+        row, key = await callbacks.new_verification(
+            conn, call.app[KEYRING], _account(call), call.path("callbackId"), lease=handshake.lease(call.app[SETTINGS])
+        )
+    outcome = await _handshaker(call.app).attempt(_pending(row, key))
+    if outcome is None:  # deleted, or another resend replaced the key meanwhile: answer the state now
+        async with call.app[DB].pool.acquire() as conn:
+            outcome = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
+    return callbacks.verification_json(outcome)
 
 
 @router.route("POST", "/v1/callbacks/{callbackId}/rotate-secret",

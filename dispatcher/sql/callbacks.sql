@@ -1,7 +1,7 @@
 -- name: create_callback
 -- A new callback waiting for its owner to prove control of the URL.
-INSERT INTO callbacks (account_id, name, url, description, max_batch_size, verification_key_hash, verification_sent_at)
-VALUES ($1, $2, $3, $4, $5, $6, now())
+INSERT INTO callbacks (account_id, name, url, description, max_batch_size)
+VALUES ($1, $2, $3, $4, $5)
 RETURNING *
 
 -- name: add_secret
@@ -44,8 +44,6 @@ UPDATE callbacks SET
     paused_until = CASE WHEN $8 = 'active' THEN '-infinity' ELSE paused_until END,
     disabled_reason = CASE WHEN $8 = 'disabled' THEN 'disabled by request' WHEN $8 IS NOT NULL THEN NULL
                            ELSE disabled_reason END,
-    verification_key_hash = coalesce($9, verification_key_hash),
-    verification_sent_at = CASE WHEN $9 IS NULL THEN verification_sent_at ELSE now() END,
     updated_at = now()
 WHERE id = $1 AND account_id = $2
 RETURNING *
@@ -54,14 +52,42 @@ RETURNING *
 -- Deleting a callback deletes its subscriptions and delivery history.
 DELETE FROM callbacks WHERE id = $1 AND account_id = $2 RETURNING id
 
--- name: new_verification
--- A fresh verification key.
-UPDATE callbacks SET verification_key_hash = $3, verification_sent_at = now(), updated_at = now()
+-- name: start_handshake
+-- A fresh verification key: the handshake starts over, its first request leased to the caller until $5 s.
+UPDATE callbacks SET
+    verification_key_hash = $3, verification_key_enc = $4, verification_sent_at = now(),
+    verification_status = 'sent', verification_attempts = 0, verification_last_attempt_at = NULL,
+    verification_status_code = NULL, verification_error = NULL,
+    verification_next_at = now() + make_interval(secs => $5), updated_at = now()
 WHERE id = $1 AND account_id = $2 RETURNING *
 
+-- name: claim_handshakes
+-- Due handshake retries, leased to the caller: one not answered before the lease ends is due again.
+UPDATE callbacks SET verification_next_at = now() + make_interval(secs => $2)
+WHERE id IN (SELECT id FROM callbacks WHERE verification_next_at <= now() ORDER BY verification_next_at
+             LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, url, verification_key_enc, verification_attempts
+
+-- name: record_handshake
+-- A request's outcome, unless a newer key replaced the one it carried. No retry ($7 NULL) once delivered,
+-- exhausted or verified: then the key is no longer kept.
+UPDATE callbacks SET
+    verification_status = $3,
+    verification_attempts = verification_attempts + 1,
+    verification_last_attempt_at = $4,
+    verification_status_code = $5,
+    verification_error = $6,
+    verification_next_at = CASE WHEN $7::float8 IS NULL OR status <> 'pending_verification' THEN NULL
+                                ELSE now() + make_interval(secs => $7) END,
+    verification_key_enc = CASE WHEN $7::float8 IS NULL OR status <> 'pending_verification' THEN NULL
+                                ELSE verification_key_enc END
+WHERE id = $1 AND verification_key_hash = $2
+RETURNING *
+
 -- name: mark_verified
--- The owner proved control: events flow from now on.
-UPDATE callbacks SET status = 'active', verification_key_hash = NULL, updated_at = now()
+-- The owner proved control: events flow from now on, and the handshake needs no retry. (The key's hash
+-- stays: the outcome of the request that carried it may still be on its way.)
+UPDATE callbacks SET status = 'active', verification_next_at = NULL, verification_key_enc = NULL, updated_at = now()
 WHERE id = $1 AND account_id = $2 AND status = 'pending_verification' RETURNING *
 
 -- name: create_subscription

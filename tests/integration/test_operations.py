@@ -13,8 +13,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 
-from dispatcher import db
+from dispatcher import crypto, db
 from dispatcher.api.app import create_app
 from dispatcher.retention import Purger
 from tests.conftest import Api, make_key, setup_callback, wait_until
@@ -100,7 +101,7 @@ async def test_roles_split_the_api_from_the_workers(database, settings, aiohttp_
     assert status == (200 if role == "api" else 404)
     assert (await client.get("/readyz")).status == 200
     running = [type(s).__name__ for s in app[__import__("dispatcher.api.keys").api.keys.SERVICES]["running"]]
-    assert running == ([] if role == "api" else ["DeliveryWorker", "MailSender", "Purger"])
+    assert running == ([] if role == "api" else ["DeliveryWorker", "MailSender", "Purger", "HandshakeRetrier"])
 
 
 async def test_starting_another_process_on_a_current_schema_takes_no_table_locks(database):
@@ -162,7 +163,7 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
         await conn.execute("UPDATE deliveries SET attempts = 4 WHERE id = $1", first)
         await conn.execute("UPDATE deliveries SET attempts = 5 WHERE id = $1", second)
 
-        assert await db.migrate(conn) == db.SCHEMA_VERSION == 3
+        assert await db.migrate(conn) == db.SCHEMA_VERSION == 4
 
         async def logged(delivery_id: int) -> list[tuple[int, str]]:
             row = await conn.fetchrow("SELECT account_id, attempt_ids FROM deliveries WHERE id = $1", delivery_id)
@@ -178,8 +179,64 @@ async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_
         assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE leased_until = '-infinity'") == 3
         assert await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'deliveries'") == ["fillfactor=50"]
         await conn.execute("DELETE FROM schema_applied")
-        assert await db.migrate(conn) == 3  # the whole file again: the conversion does not run twice
+        assert await db.migrate(conn) == 4  # the whole file again: the conversion does not run twice
         assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
+
+
+async def catalog(conn: asyncpg.Connection, table: str) -> dict[str, Any]:
+    """What a table is made of: columns, constraints and indexes, as PostgreSQL reports them."""
+    columns = await conn.fetch(
+        "SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = $1 ORDER BY column_name",
+        table,
+    )
+    checks = await conn.fetch(
+        "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass ORDER BY 1", table
+    )
+    indexes = await conn.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname", table)
+    return {
+        "columns": [tuple(r) for r in columns],
+        "constraints": [r["def"] for r in checks],
+        "indexes": [r["indexdef"] for r in indexes],
+    }
+
+
+async def test_migrating_from_version_3_gives_callbacks_the_handshake_state_of_a_new_database(pg_server_url, database):
+    """Version 4 records the ownership handshake on the callback. An upgraded database has the callbacks
+    table a new one has; a callback registered before shows no handshake (null) and has none due, and a
+    resend (start_handshake) gives it one."""
+    from dispatcher import callbacks
+
+    async with scratch_database(pg_server_url, "dispatcher_test_migrate_v3") as conn:
+        await db.migrate(conn)
+        await conn.execute(
+            "DROP INDEX callbacks_handshake_due;"
+            " ALTER TABLE callbacks DROP COLUMN verification_key_enc, DROP COLUMN verification_status,"
+            "   DROP COLUMN verification_attempts, DROP COLUMN verification_last_attempt_at,"
+            "   DROP COLUMN verification_status_code, DROP COLUMN verification_error, DROP COLUMN verification_next_at;"
+            " DELETE FROM schema_applied; DELETE FROM schema_version WHERE version >= 4"
+        )
+        account_id = await conn.fetchval("INSERT INTO accounts (name) VALUES ('v3') RETURNING id")
+        await conn.execute(
+            "INSERT INTO callbacks (account_id, name, url, verification_key_hash, verification_sent_at)"
+            " VALUES ($1, 'old', 'http://x/', '\\x00', now())",
+            account_id,
+        )
+
+        assert await db.migrate(conn) == db.SCHEMA_VERSION == 4
+
+        async with database.pool.acquire() as fresh:
+            assert await catalog(conn, "callbacks") == await catalog(fresh, "callbacks")
+        row = await conn.fetchrow("SELECT * FROM callbacks")
+        assert row["status"] == "pending_verification" and callbacks.callback_json(row)["verification"] is None
+        assert await conn.fetch(callbacks.SQL["claim_handshakes"], 10, 60.0) == []
+        keyring = crypto.Keyring(Fernet(Fernet.generate_key()), b"t" * 32)
+        row, _ = await callbacks.start_handshake(conn, keyring, row["id"], account_id, lease=60.0)
+        assert callbacks.verification_json(row) == {
+            "status": "sent", "attempts": 0, "lastAttemptAt": None, "statusCode": None, "error": None,
+            "nextAttemptAt": row["verification_next_at"].isoformat(),
+            "resend": f"POST /v1/callbacks/cb_{row['id']}/verification",
+        }  # fmt: skip
 
 
 async def test_processes_starting_together_on_an_empty_database_apply_the_schema_once(pg_server_url):
