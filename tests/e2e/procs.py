@@ -36,22 +36,22 @@ def service_env(data_dir: Path, database_url: str | None = None, **settings: Any
     return env
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dispatcher", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "dispatcher", *args], env=env, capture_output=True, text=True, timeout=60, cwd=cwd
     )
 
 
 class Service:
     """`dispatcher serve` in its own process, stderr kept in a file."""
 
-    def __init__(self, env: dict[str, str], log: Path, *args: str):
+    def __init__(self, env: dict[str, str], log: Path, *args: str, cwd: Path | None = None):
         self.port = free_port()
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dispatcher", "serve", "--port", str(self.port), *args],
-            env=env, stdout=self._out, stderr=subprocess.STDOUT,
+            env=env, stdout=self._out, stderr=subprocess.STDOUT, cwd=cwd,
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
 
