@@ -20,8 +20,10 @@ install: $(BIN)/dispatcher
 
 dev: $(VENV)/.test-tools
 
+# For trying dispatcher on this machine: webhooks may also go to http:// receivers on it (127.0.0.0/8).
 run: install
-	$(BIN)/dispatcher serve
+	DISPATCHER_ALLOW_HTTP_CALLBACKS=$${DISPATCHER_ALLOW_HTTP_CALLBACKS:-true} \
+	DISPATCHER_ALLOWED_NETWORKS=$${DISPATCHER_ALLOWED_NETWORKS:-127.0.0.0/8} $(BIN)/dispatcher serve
 
 lint: dev
 	$(BIN)/ruff check dispatcher tests bench
