@@ -143,3 +143,27 @@ async def test_a_handshake_to_a_new_url_starts_over(api: Api, receiver: Receiver
         assert len(other.requests) == 1
     finally:
         await other.stop()
+
+
+async def test_a_handshake_whose_sender_never_recorded_an_outcome_is_sent_again_when_its_lease_ends(
+    database, settings, receiver: Receiver
+):
+    """The first request is leased to the process that creates the callback; if that process dies before
+    recording what happened, the handshake is due again when the lease ends, for any retrier."""
+    from dispatcher import callbacks
+
+    keyring = crypto.load_keyring(settings)
+    async with database.pool.acquire() as conn:
+        account_id = await conn.fetchval("INSERT INTO accounts (name) VALUES ('acme') RETURNING id")
+        row, _, key = await callbacks.create_callback(
+            conn, keyring, account_id, name="orphan", url=receiver.url, description=None, max_batch_size=1, lease=0.0
+        )
+    retrier = HandshakeRetrier(database, settings, keyring)
+    await retrier.start()
+    try:
+        [req] = await receiver.wait_for(1, events_only=False)
+    finally:
+        await retrier.stop()
+    assert req.json == {"callbackId": f"cb_{row['id']}", "verificationKey": key}
+    state = await database.pool.fetchrow("SELECT verification_status, verification_attempts FROM callbacks")
+    assert tuple(state) == ("delivered", 1)
