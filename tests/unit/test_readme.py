@@ -22,3 +22,19 @@ def test_quick_start_is_two_commands_that_the_makefile_provides():
     assert commands == ["make run", "make test"]
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_the_layout_block_names_every_module_and_the_directories_it_lists_exist():
+    root = Path(__file__).resolve().parents[2]
+    layout = README.split("## Layout", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"[\w/]+\.(?:py|sql)\b", layout))
+    modules = {p.name for p in (root / "dispatcher").rglob("*.py") if p.name != "__init__.py"}
+    assert modules - {n.rsplit("/", 1)[-1] for n in named} == set()
+    for directory in re.findall(r"^\s*([\w/]+)/\s", layout, re.MULTILINE):
+        assert (root / directory).is_dir() or (root / "dispatcher" / directory).is_dir(), directory
+
+
+def test_the_readme_narrates_no_development_history():
+    """The README describes the product as it is (STYLE.md); benchmark explanations live in bench/README.md."""
+    for word in ("session", "we tried", "reverted", "no longer", "used to"):
+        assert word not in README.lower(), word
