@@ -52,16 +52,16 @@ def _error(code: str, message: str) -> PydanticCustomError:
 
 def _no_control(value: str) -> str:
     if _CONTROL.search(value):
-        raise _error("control_character", "must not contain control characters (U+0000 to U+001F, U+007F)")
+        raise _error("invalid_character", "must not contain control characters (U+0000 to U+001F, U+007F)")
     return value
 
 
 def _url(value: str) -> str:
     if value != value.strip() or " " in value or _CONTROL.search(value):
-        raise _error("url", "must not contain spaces or control characters")
+        raise _error("invalid_url", "must not contain spaces or control characters")
     if not _URL.match(value):
         raise _error(
-            "url",
+            "invalid_url",
             "must be an absolute http(s) URL with a host and no credentials, any other character percent-encoded",
         )
     return value

@@ -6,7 +6,6 @@ returns a JSON-able value or a `web.StreamResponse`.
 
 from __future__ import annotations
 
-import re
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,12 +17,16 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dispatcher import jsontext
 from dispatcher.accounts import Principal
-from dispatcher.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from dispatcher.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    error_location,
+    field_path,
+    vocabulary,
+)
 
 Handler = Callable[["Call"], Awaitable[Any]]
-
-# Parts of a pydantic error location that are not field names: union tags and type names.
-_LOC_NOISE = re.compile(r"^(str|int|float|bool|list|dict|none|nullable|.*[\[\]\-].*)$")
 
 
 @dataclass
@@ -77,37 +80,13 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=jsontext.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
-def field_path(loc: tuple[Any, ...], tags: frozenset[str] = frozenset()) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in tags or _LOC_NOISE.match(str(part)):
-            continue
-        else:
-            path += ("." if path else "") + str(part)
-    return path
-
-
 def validation_error(err: ValidationError, prefix: str = "", tags: frozenset[str] = frozenset()) -> InvalidRequest:
     first = err.errors(include_url=False)[0]
-    loc = tuple(first["loc"])
-    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        loc += (str(first.get("ctx", {}).get("discriminator", "type")).strip("'"),)
-    path = field_path(loc, tags)
+    path = field_path(error_location(first), tags)
     if prefix:
         path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
-    message = first["msg"]
-    if first["type"] == "missing":
-        message = "is required"
-    elif first["type"] == "extra_forbidden":
-        message = "is not a known field"
-    elif first["type"] == "union_tag_not_found":
-        message = "is required"
-    elif first["type"] == "union_tag_invalid":
-        expected = first.get("ctx", {}).get("expected_tags", "")
-        message = f"must be one of {expected}"
-    return InvalidRequest(message, field=path or None, code=f"invalid_{first['type']}"[:64])
+    code, message = vocabulary(first)
+    return InvalidRequest(message, field=path or None, code=code)
 
 
 async def read_json(request: web.Request, limit: int) -> Any:

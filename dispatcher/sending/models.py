@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from dispatcher.errors import error_location, field_path, vocabulary
 from dispatcher.inputs import NO_CONTROL, Omittable, PlainText
 from dispatcher.sending.addresses import normalize_address, parse_mailbox
 from dispatcher.sending.errors import TemplateError
@@ -532,7 +533,7 @@ class SendRequest(_Content):
                     [
                         (
                             field,
-                            "missing",
+                            "required",
                             f"{'html or text' if field == 'html' else field} is required "
                             "when no definitionKey is given",
                             None,
@@ -628,22 +629,13 @@ class BatchItem:
         return self.error is None
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
 def field_errors(exc: ValidationError, *, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
-    """Flatten a ValidationError into API errors; ``field`` is a path like ``bcc[2]``."""
-    return [
-        FieldError(code=err["type"], field=_format_loc(prefix + tuple(err["loc"])), message=err["msg"])
-        for err in exc.errors(include_url=False)
-    ]
+    """Flatten a ValidationError into API errors, in the API's vocabulary; ``field`` is a path like ``bcc[2]``."""
+    out = []
+    for err in exc.errors(include_url=False):
+        code, message = vocabulary(err)
+        out.append(FieldError(code=code, field=field_path(prefix + error_location(err)), message=message))
+    return out
 
 
 def validate_batch(request: BatchSendRequest) -> list[BatchItem]:
@@ -665,7 +657,7 @@ def validate_batch(request: BatchSendRequest) -> list[BatchItem]:
                     index=index,
                     error=FieldError(
                         "duplicate_message_key",
-                        _format_loc((*prefix, "messageKey")),
+                        field_path((*prefix, "messageKey")),
                         "messageKey is used by an earlier recipient of this batch",
                     ),
                 )
