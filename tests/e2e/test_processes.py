@@ -29,7 +29,7 @@ def test_cli_manages_accounts_and_keys(tmp_path: Path, database_url: str):
     assert made.stdout.strip().startswith("dk_") and len(made.stdout.strip().splitlines()) == 1
     listed = cli(env, "keys", "list", "--account", "shop")
     assert "events:read" in listed.stdout and "10.0.0.0/8" in listed.stdout and made.stdout.strip() not in listed.stdout
-    key_id = listed.stdout.split()[0]
+    key_id = listed.stdout.splitlines()[1].split()[0]  # under the header
     assert cli(env, "keys", "revoke", key_id).returncode == 0
     assert "revoked" in cli(env, "keys", "list", "--account", "shop").stdout
     assert "shop" in cli(env, "accounts", "list").stdout
