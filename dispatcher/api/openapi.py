@@ -39,6 +39,7 @@ _ERROR = {
 
 _ANY = "x-any-json-value"
 _JSON_VALUE_REF = {"$ref": _REF.format(model="JsonValue")}
+_NESTED_REF = {"$ref": _REF.format(model="JsonNestedValue")}
 _JSON_VALUE = {
     "description": f"Any JSON value: no string or key holds U+0000, and it nests at most {MAX_DEPTH} levels.",
     "anyOf": [
@@ -46,9 +47,19 @@ _JSON_VALUE = {
         {"type": "number"},
         {"type": "boolean"},
         {"type": "null"},
-        {"type": "array", "items": _JSON_VALUE_REF},
-        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _JSON_VALUE_REF},
+        {"type": "array", "items": _NESTED_REF},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _NESTED_REF},
     ],
+}
+# The same rule inside an array or object, untyped: `pattern` binds strings, `items` arrays, `propertyNames` and
+# `additionalProperties` objects. Client generators (openapi-python-client) cannot build a union that contains
+# itself, so the recursion goes through this schema and not through JsonValue's anyOf.
+_JSON_NESTED = {
+    "description": "Any JSON value, with the rules of JsonValue.",
+    "pattern": NO_NUL,
+    "items": _NESTED_REF,
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": _NESTED_REF,
 }
 
 
@@ -82,6 +93,19 @@ def _schema(tp: Any, defs: dict[str, Any], mode: str = "validation") -> dict[str
     return _free_form(schema)
 
 
+def _model(tp: Any, defs: dict[str, Any], mode: str = "validation") -> dict[str, Any]:
+    """A body or answer: a model is a shared component, so every operation that sends or answers it names one
+    schema (inline copies under two status codes are two models to a client generator)."""
+    schema = _schema(tp, defs, mode)
+    if not is_model(tp):
+        return schema
+    name = tp.__name__
+    if defs.get(name, schema) != schema:  # the model reads differently as input and as output
+        name += "Input" if mode == "validation" else "Output"
+    defs[name] = schema
+    return {"$ref": _REF.format(model=name)}
+
+
 def _free_form(schema: Any) -> Any:
     """Free-form values (`Any`, and the extra fields of a model that keeps them) as JsonValue."""
     if isinstance(schema, list):
@@ -105,7 +129,7 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def build(routes: list[Route]) -> dict[str, Any]:
-    defs: dict[str, Any] = {"Error": _ERROR, "JsonValue": _JSON_VALUE}
+    defs: dict[str, Any] = {"Error": _ERROR, "JsonValue": _JSON_VALUE, "JsonNestedValue": _JSON_NESTED}
     paths: dict[str, Any] = {}
     for r in routes:
         path = re.sub(r"{(\w+):[^}]+}", r"{\1}", r.path)  # aiohttp's {name:regex} is {name} in OpenAPI
@@ -128,11 +152,11 @@ def build(routes: list[Route]) -> dict[str, Any]:
         if r.body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": _schema(r.body, defs)}},
+                "content": {"application/json": {"schema": _model(r.body, defs)}},
             }
         ok: dict[str, Any] = {"description": "Success"}
         if r.response is not None:
-            ok["content"] = {"application/json": {"schema": _schema(r.response, defs, "serialization")}}
+            ok["content"] = {"application/json": {"schema": _model(r.response, defs, "serialization")}}
         responses: dict[str, Any] = {str(r.status): ok}
         if r.status == 201:
             responses["200"] = ok  # idempotent replays answer 200 with the original

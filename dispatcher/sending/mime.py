@@ -27,7 +27,7 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.policy import Compat32
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, formataddr
 from html.parser import HTMLParser
 from urllib.parse import quote
 
@@ -322,7 +322,8 @@ def build_message(
     # Rendered attributes may carry line breaks; in a subject they are only layout.
     msg["Subject"] = _header_text("Subject", " ".join(subject.split()))
     msg["Date"] = format_datetime(date or datetime.now(UTC))
-    message_id = make_msgid(domain=sender.rpartition("@")[2])
+    # Not email.utils.make_msgid: it draws from the process-wide `random`, which other code seeds and replays.
+    message_id = f"<{secrets.token_hex(16)}@{sender.rpartition('@')[2]}>"
     msg["Message-ID"] = message_id
     msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
