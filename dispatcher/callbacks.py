@@ -142,10 +142,12 @@ async def delete_callback(conn: asyncpg.Connection, account_id: int, callback_id
 
 async def new_verification(
     conn: asyncpg.Connection, keyring: Keyring, account_id: int, callback_id: str, *, lease: float
-) -> tuple[asyncpg.Record, str]:
+) -> tuple[asyncpg.Record, str | None]:
+    """A fresh key to send, or no key when the callback is verified already (a retry, or a receiver
+    that completed the handshake itself, got there first): there is nothing left to prove."""
     row = await get_callback(conn, account_id, callback_id)
     if row["status"] != "pending_verification":
-        raise Conflict("this callback is already verified", field="callbackId")
+        return row, None
     return await start_handshake(conn, keyring, row["id"], account_id, lease=lease)
 
 

@@ -12,6 +12,7 @@ from dispatcher import callbacks, deliveries, events, handshake
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
 from dispatcher.delivery import outbound
+from dispatcher.errors import Conflict
 from dispatcher.inputs import WHOLE, Description, Int, Name, Omittable, Url
 from dispatcher.logs import get_logger
 
@@ -313,6 +314,10 @@ async def resend_verification(call: Call) -> Any:
         row, key = await callbacks.new_verification(
             conn, call.app[KEYRING], _account(call), call.path("callbackId"), lease=handshake.lease(call.app[SETTINGS])
         )
+    if key is None:  # verified already: answer how, without sending anything
+        if (state := callbacks.verification_json(row)) is None:
+            raise Conflict("this callback was verified before handshakes were recorded", field="callbackId")
+        return state
     outcome = await _handshaker(call.app).attempt(_pending(row, key))
     if outcome is None:  # deleted, or another resend replaced the key meanwhile: answer the state now
         async with call.app[DB].pool.acquire() as conn:

@@ -12,7 +12,7 @@ import pytest
 from dispatcher import crypto
 from dispatcher.api.app import create_app
 from dispatcher.handshake import HandshakeRetrier
-from tests.conftest import Api, make_key, wait_until
+from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Receiver
 
 
@@ -167,3 +167,15 @@ async def test_a_handshake_whose_sender_never_recorded_an_outcome_is_sent_again_
     assert req.json == {"callbackId": f"cb_{row['id']}", "verificationKey": key}
     state = await database.pool.fetchrow("SELECT verification_status, verification_attempts FROM callbacks")
     assert tuple(state) == ("delivered", 1)
+
+
+async def test_resend_on_a_verified_callback_answers_its_handshake_and_sends_nothing(api: Api, receiver: Receiver):
+    """A retry, or a receiver that verifies itself, may finish the handshake before the user's resend:
+    the resend then reports the finished handshake instead of failing."""
+    callback_id, _ = await setup_callback(api, receiver)
+    before = len(receiver.requests)
+    status, body = await api.post(f"/v1/callbacks/{callback_id}/verification")
+    assert status == 200, body
+    assert body["status"] == "delivered" and body["resend"] is None
+    assert len(receiver.requests) == before  # the answer comes after any request it would have made
+    assert await verification_of(api, callback_id) == body
