@@ -1,27 +1,29 @@
--- dispatcher: the canonical schema. Idempotent: `dispatcher migrate` (and `serve`) apply it
--- under an advisory lock whenever this file's text is not yet recorded in schema_applied (its
--- SHA-256); schema_version records what has been applied so later releases can add ordered
--- migrations for existing databases. A process starting on an up-to-date database runs no DDL:
--- CREATE INDEX IF NOT EXISTS would take a SHARE lock on tables other processes are writing.
+-- dispatcher: the complete current schema. `dispatcher migrate` (and `serve`) apply it to an empty
+-- database; an older one is upgraded instead by the ordered files in dispatcher/sql/migrations, which
+-- reach the same catalog (tests/integration/test_migrations.py proves it). A change to this file
+-- comes with the next migration file and a bump of SCHEMA_VERSION in dispatcher/db.py.
 
-CREATE TABLE IF NOT EXISTS schema_version (
+CREATE TABLE schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE TABLE IF NOT EXISTS schema_applied (
+-- Checksums of the schema.sql texts that releases before ordered migrations applied (they re-ran
+-- the file whenever its text was new). Nothing reads it now; it stays so that every database of one
+-- version has one catalog.
+CREATE TABLE schema_applied (
     checksum    text PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE TABLE IF NOT EXISTS accounts (
+CREATE TABLE accounts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name        text NOT NULL UNIQUE,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- API keys: only a SHA-256 of the (256-bit random) key is stored.
-CREATE TABLE IF NOT EXISTS api_keys (
+CREATE TABLE api_keys (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id   bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     key_hash     bytea NOT NULL UNIQUE,
@@ -32,9 +34,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     last_used_at timestamptz,
     revoked_at   timestamptz
 );
-CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys (account_id);
+CREATE INDEX api_keys_account ON api_keys (account_id);
 
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id      bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     client_id       text,
@@ -46,15 +48,15 @@ CREATE TABLE IF NOT EXISTS events (
     recorded_at     timestamptz NOT NULL DEFAULT now(),
     data            jsonb NOT NULL DEFAULT '{}'
 );
-CREATE UNIQUE INDEX IF NOT EXISTS events_client_id ON events (account_id, client_id) WHERE client_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_account ON events (account_id, id);
-CREATE INDEX IF NOT EXISTS events_message ON events (account_id, message_key, id);
-CREATE INDEX IF NOT EXISTS events_type ON events (account_id, type, id);
-CREATE INDEX IF NOT EXISTS events_definition ON events (account_id, definition_key, id) WHERE definition_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_recorded ON events (recorded_at);
+CREATE UNIQUE INDEX events_client_id ON events (account_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX events_account ON events (account_id, id);
+CREATE INDEX events_message ON events (account_id, message_key, id);
+CREATE INDEX events_type ON events (account_id, type, id);
+CREATE INDEX events_definition ON events (account_id, definition_key, id) WHERE definition_key IS NOT NULL;
+CREATE INDEX events_recorded ON events (recorded_at);
 
 -- Callbacks: status pending_verification -> active <-> failing -> disabled.
-CREATE TABLE IF NOT EXISTS callbacks (
+CREATE TABLE callbacks (
     id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id           bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     name                 text NOT NULL,
@@ -72,34 +74,33 @@ CREATE TABLE IF NOT EXISTS callbacks (
     disabled_reason      text,
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
+    -- The ownership handshake: the outcome of the latest verification request (sent, then delivered
+    -- or failed), and when a retry is due. verification_next_at is also the lease of a request in
+    -- flight: one never answered is due again when it ends, in whichever process claims it. The key
+    -- is kept (encrypted, like signing secrets) only while a retry may still need it.
+    verification_key_enc bytea,
+    verification_status  text CHECK (verification_status IN ('sent', 'delivered', 'failed')),
+    verification_attempts integer NOT NULL DEFAULT 0,
+    verification_last_attempt_at timestamptz,
+    verification_status_code integer,
+    verification_error   text,
+    verification_next_at timestamptz,
     UNIQUE (account_id, name)
 );
-CREATE INDEX IF NOT EXISTS callbacks_claimable ON callbacks (paused_until) WHERE status IN ('active', 'failing');
--- The ownership handshake (version 4): the outcome of the latest verification request (sent, then
--- delivered or failed), and when a retry is due. verification_next_at is also the lease of a request in
--- flight: one never answered is due again when it ends, in whichever process claims it. The key is kept
--- (encrypted, like signing secrets) only while a retry may still need it.
-ALTER TABLE callbacks
-    ADD COLUMN IF NOT EXISTS verification_key_enc bytea,
-    ADD COLUMN IF NOT EXISTS verification_status text CHECK (verification_status IN ('sent', 'delivered', 'failed')),
-    ADD COLUMN IF NOT EXISTS verification_attempts integer NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS verification_last_attempt_at timestamptz,
-    ADD COLUMN IF NOT EXISTS verification_status_code integer,
-    ADD COLUMN IF NOT EXISTS verification_error text,
-    ADD COLUMN IF NOT EXISTS verification_next_at timestamptz;
-CREATE INDEX IF NOT EXISTS callbacks_handshake_due ON callbacks (verification_next_at) WHERE verification_next_at IS NOT NULL;
+CREATE INDEX callbacks_claimable ON callbacks (paused_until) WHERE status IN ('active', 'failing');
+CREATE INDEX callbacks_handshake_due ON callbacks (verification_next_at) WHERE verification_next_at IS NOT NULL;
 
 -- Signing secrets, encrypted at rest (Fernet). Rotation adds a row and gives the old one an expiry.
-CREATE TABLE IF NOT EXISTS callback_secrets (
+CREATE TABLE callback_secrets (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     callback_id  bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
     secret_enc   bytea NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     valid_until  timestamptz
 );
-CREATE INDEX IF NOT EXISTS callback_secrets_callback ON callback_secrets (callback_id);
+CREATE INDEX callback_secrets_callback ON callback_secrets (callback_id);
 
-CREATE TABLE IF NOT EXISTS subscriptions (
+CREATE TABLE subscriptions (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id   bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     callback_id  bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
@@ -111,11 +112,15 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     UNIQUE (account_id, name)
 );
-CREATE INDEX IF NOT EXISTS subscriptions_account ON subscriptions (account_id) WHERE status = 'active';
+CREATE INDEX subscriptions_account ON subscriptions (account_id) WHERE status = 'active';
 
 -- The outbox. A claimed row stays 'pending' with leased_until set to its lease expiry, so a crashed
 -- worker's rows simply become due again.
-CREATE TABLE IF NOT EXISTS deliveries (
+-- A claim only sets the lease (leased_until, lease_owner), which no index covers, so PostgreSQL can
+-- write it as a heap-only (HOT) update: no new index entries, given room on the row's own page.
+-- Half of each page is kept free for that (fillfactor 50); indexes are then written twice per
+-- delivery (insert, outcome), not three times. Every index on deliveries costs that: keep few.
+CREATE TABLE deliveries (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id       bigint NOT NULL,
     event_id         bigint NOT NULL REFERENCES events ON DELETE CASCADE,
@@ -129,26 +134,20 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_attempt_at  timestamptz,
     last_status_code integer,
     last_error       text,
+    attempt_ids      bigint[] NOT NULL DEFAULT '{}',  -- this delivery's requests in the attempt log, in order
+    leased_until     timestamptz NOT NULL DEFAULT '-infinity',
     UNIQUE (event_id, callback_id)
-);
+) WITH (fillfactor = 50);
 -- Claims walk this per callback in claim order (id breaks ties, so no sort of the whole backlog):
 -- it only holds pending rows, so finished history never slows it.
-CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries (callback_id, next_attempt_at, id) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_history ON deliveries (callback_id, id);
--- A claim only sets the lease (leased_until, lease_owner), which no index covers, so PostgreSQL can
--- write it as a heap-only (HOT) update: no new index entries, given room on the row's own page.
--- Half of each page is kept free for that; indexes are then written twice per delivery (insert,
--- outcome), not three times. Lease expiry was next_attempt_at pushed forward before version 3.
-ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS leased_until timestamptz NOT NULL DEFAULT '-infinity';
-ALTER TABLE deliveries SET (fillfactor = 50);
--- Every index on deliveries is written twice per delivery (insert, outcome): keep few.
+CREATE INDEX deliveries_claim ON deliveries (callback_id, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX deliveries_history ON deliveries (callback_id, id);
 
 -- The attempt log: one row per HTTP request, which a batch's deliveries share. Each delivery lists its
 -- attempts in order (deliveries.attempt_ids, appended by the same update that records the outcome),
 -- so an outcome writes one row per request, not per event. Rows outlive nothing but their callback;
 -- the retention purge drops old ones (ids left in attempt_ids then simply find nothing).
-ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS attempt_ids bigint[] NOT NULL DEFAULT '{}';
-CREATE TABLE IF NOT EXISTS attempts (
+CREATE TABLE attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id    bigint NOT NULL,
     callback_id   bigint NOT NULL REFERENCES callbacks ON DELETE CASCADE,
@@ -160,30 +159,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_kind    text,
     response_body text
 );
--- Version 1 logged one row per delivery (delivery_id, number): those rows become requests of one event,
--- and each delivery's attempt_ids gets one position per attempt it made (NULL where the row was purged;
--- of two rows with one number, from a lease lost mid-request, the first), so numbers stay as they were.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM information_schema.columns
-               WHERE table_schema = current_schema() AND table_name = 'attempts' AND column_name = 'delivery_id') THEN
-        ALTER TABLE attempts ADD COLUMN callback_id bigint, ADD COLUMN webhook_id text,
-                             ADD COLUMN events integer NOT NULL DEFAULT 1;
-        UPDATE attempts a SET callback_id = d.callback_id FROM deliveries d WHERE d.id = a.delivery_id;
-        UPDATE deliveries d
-        SET attempt_ids = (
-            SELECT array_agg((SELECT min(a.id) FROM attempts a WHERE a.delivery_id = d.id AND a.number = n) ORDER BY n)
-            FROM generate_series(1, greatest(d.attempts, (SELECT max(a.number) FROM attempts a WHERE a.delivery_id = d.id))) n)
-        WHERE d.attempts > 0 OR EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id);
-        ALTER TABLE attempts DROP COLUMN delivery_id, DROP COLUMN number,
-                             ALTER COLUMN callback_id SET NOT NULL, ALTER COLUMN events DROP DEFAULT,
-                             ADD FOREIGN KEY (callback_id) REFERENCES callbacks ON DELETE CASCADE;
-    END IF;
-END $$;
-CREATE INDEX IF NOT EXISTS attempts_callback ON attempts (callback_id, id);
-CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+CREATE INDEX attempts_callback ON attempts (callback_id, id);
+CREATE INDEX attempts_started ON attempts (started_at);
 
-CREATE TABLE IF NOT EXISTS definitions (
+CREATE TABLE definitions (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id      bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     definition_key  text NOT NULL,
@@ -196,12 +175,12 @@ CREATE TABLE IF NOT EXISTS definitions (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     deleted_at      timestamptz  -- soft delete: the weekly creation quota still counts it
 );
-CREATE UNIQUE INDEX IF NOT EXISTS definitions_key ON definitions (account_id, definition_key) WHERE deleted_at IS NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS definitions_name ON definitions (account_id, name) WHERE deleted_at IS NULL;
-CREATE INDEX IF NOT EXISTS definitions_created ON definitions (account_id, created_at);
+CREATE UNIQUE INDEX definitions_key ON definitions (account_id, definition_key) WHERE deleted_at IS NULL;
+CREATE UNIQUE INDEX definitions_name ON definitions (account_id, name) WHERE deleted_at IS NULL;
+CREATE INDEX definitions_created ON definitions (account_id, created_at);
 
 -- Messages: draft | scheduled | queued -> sent | failed (deferred retries stay queued).
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE messages (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account_id      bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     message_key     text NOT NULL,
@@ -217,10 +196,10 @@ CREATE TABLE IF NOT EXISTS messages (
     sent_at         timestamptz,
     UNIQUE (account_id, message_key)
 );
-CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt_at) WHERE status IN ('queued', 'scheduled');
-CREATE INDEX IF NOT EXISTS messages_definition ON messages (account_id, definition_key) WHERE status = 'queued';
+CREATE INDEX messages_due ON messages (next_attempt_at) WHERE status IN ('queued', 'scheduled');
+CREATE INDEX messages_definition ON messages (account_id, definition_key) WHERE status = 'queued';
 
-CREATE TABLE IF NOT EXISTS suppressions (
+CREATE TABLE suppressions (
     account_id  bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     address     text NOT NULL,
     reason      text NOT NULL,
@@ -228,10 +207,4 @@ CREATE TABLE IF NOT EXISTS suppressions (
     PRIMARY KEY (account_id, address)
 );
 
--- Indexes replaced by the ones above. Dropped last: DROP INDEX locks the table against readers until
--- the migration commits, so that lock should not also cover building the new indexes.
-DROP INDEX IF EXISTS deliveries_due;  -- (callback_id, next_attempt_at): claims had to sort the backlog
-DROP INDEX IF EXISTS deliveries_created;  -- nothing reads deliveries by created_at alone
-
-INSERT INTO schema_version (version) VALUES (1), (2), (3), (4) ON CONFLICT DO NOTHING;
--- 2: one attempt row per request, 3: leased_until, 4: the ownership handshake's state
+INSERT INTO schema_version (version) VALUES (4);

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", type=int, help="processes sharing the port (default: DISPATCHER_PROCESSES)")
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # set by the parent of --processes
 
-    _command(sub, "migrate", None, "apply schema.sql (idempotent); creates the database", creates=True)
+    _command(sub, "migrate", None, "create or upgrade the schema (idempotent); creates the database", creates=True)
     _command(sub, "status", commands.show_status, "the database, its schema and backlogs", reads=True, account=True)
     _accounts_parser(sub.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True))
     _keys_parser(sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True))

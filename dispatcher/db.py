@@ -1,4 +1,5 @@
-"""PostgreSQL access: the embedded server, connection pools, the schema, and the named-query loader.
+"""PostgreSQL access: the embedded server, connection pools, the schema and its migrations, and the
+named-query loader.
 
 SQL lives in `dispatcher/sql/<concept>.sql` as named blocks::
 
@@ -17,7 +18,6 @@ import asyncio
 import atexit
 import contextlib
 import functools
-import hashlib
 import os
 import re
 import time
@@ -37,7 +37,7 @@ from dispatcher.settings import Settings
 log = get_logger(__name__)
 
 SCHEMA_VERSION = 4
-_MIGRATION_LOCK = 0x64697370  # "disp": serialises concurrent `serve` starts applying the schema
+_MIGRATION_LOCK = 0x64697370  # "disp": serialises concurrent `serve` starts creating or upgrading the schema
 _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _USE = re.compile(r"^-- use: (\w+)\.(\w+)\s*$", re.MULTILINE)
 
@@ -54,6 +54,25 @@ def queries(concept: str) -> dict[str, str]:
         return blocks[m[2]] if m[1] == concept else queries(m[1])[m[2]]
 
     return {name: _USE.sub(use, body) for name, body in blocks.items()}
+
+
+_MIGRATION_FILE = re.compile(r"^(\d{4})_\w+\.sql$")
+
+
+@functools.cache
+def migrations() -> dict[int, tuple[str, str]]:
+    """The ordered upgrade files, {version it brings a database to: (file name, sql)}: one for every
+    version from 2 to SCHEMA_VERSION. They ship inside the package (dispatcher/sql/migrations)."""
+    found: dict[int, tuple[str, str]] = {}
+    for entry in resources.files("dispatcher").joinpath("sql", "migrations").iterdir():
+        m = _MIGRATION_FILE.match(entry.name)
+        if m:
+            if int(m[1]) in found:
+                raise ValueError(f"two migrations to version {int(m[1])}")
+            found[int(m[1])] = (entry.name, entry.read_text())
+    if sorted(found) != list(range(2, SCHEMA_VERSION + 1)):
+        raise ValueError(f"migrations {sorted(found)} do not lead from version 1 to {SCHEMA_VERSION}")
+    return dict(sorted(found.items()))
 
 
 def schema_sql() -> str:
@@ -168,32 +187,42 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
     return pool
 
 
-async def _applied(conn: asyncpg.Connection, checksum: str) -> bool:
+async def _version(conn: asyncpg.Connection) -> int | None:
+    """The database's schema version; None when it has no dispatcher schema yet."""
     # pg_class by query (this statement's snapshot), not to_regclass(): that looks the name up in the
     # backend's catalog cache without a lock, which may still hold "no such table" from before the
-    # migration lock was granted.
-    table = "SELECT 1 FROM pg_class WHERE relname = 'schema_applied' AND relnamespace = current_schema()::regnamespace"
+    # migration lock was granted (another process created the schema meanwhile).
+    table = "SELECT 1 FROM pg_class WHERE relname = 'schema_version' AND relnamespace = current_schema()::regnamespace"
     if not await conn.fetchval(f"SELECT EXISTS ({table})"):
-        return False
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM schema_applied WHERE checksum = $1)", checksum))
+        return None
+    version = await conn.fetchval("SELECT max(version) FROM schema_version")
+    if version is None:
+        raise RuntimeError("schema_version is empty: the database holds a schema dispatcher did not record")
+    return int(version)
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
-    """Apply schema.sql under an advisory lock unless this exact text was applied before; returns the
-    recorded version. Re-running the DDL on a current database is not harmless: its CREATE INDEX
-    takes a SHARE lock on every table, which blocks (and can deadlock with) the processes already
-    serving when another one starts."""
-    text = schema_sql()
-    checksum = hashlib.sha256(text.encode()).hexdigest()
-    if not await _applied(conn, checksum):
+    """Bring the database to SCHEMA_VERSION; returns its version. An empty database gets schema.sql; an
+    older one gets each missing migration file in order, each in its own transaction with its version
+    bump. Every step runs under an advisory lock and looks at the version again once it holds it, so
+    processes starting together apply each step once. A current (or newer) database gets no DDL and no
+    lock: a process starting next to busy ones must not wait on (or deadlock with) their writes."""
+    version = await _version(conn)
+    while version is None or version < SCHEMA_VERSION:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            if not await _applied(conn, checksum):
+            version = await _version(conn)
+            if version is None:
+                await conn.execute(schema_sql())  # records SCHEMA_VERSION itself
+                version = SCHEMA_VERSION
+                log.info("schema created", version=version)
+            elif version < SCHEMA_VERSION:
+                name, text = migrations()[version + 1]
                 await conn.execute(text)
-                # the file is idempotent: a process that applied it again after another one did
-                # (a start racing another) must not fail on recording it
-                await conn.execute("INSERT INTO schema_applied (checksum) VALUES ($1) ON CONFLICT DO NOTHING", checksum)
-    return int(await conn.fetchval("SELECT max(version) FROM schema_version"))
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version + 1)
+                version += 1
+                log.info("schema migrated", version=version, migration=name)
+    return version
 
 
 # What a lost or restarting server looks like from asyncpg. InternalClientError is not a

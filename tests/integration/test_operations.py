@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -13,9 +12,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from cryptography.fernet import Fernet
 
-from dispatcher import crypto, db
+from dispatcher import db
 from dispatcher.api.app import create_app
 from dispatcher.retention import Purger
 from tests.conftest import Api, make_key, setup_callback, wait_until
@@ -111,157 +109,6 @@ async def test_starting_another_process_on_a_current_schema_takes_no_table_locks
         async with busy.transaction():
             await busy.execute("LOCK TABLE deliveries, events, messages IN ROW EXCLUSIVE MODE")  # as writers hold
             assert await asyncio.wait_for(db.migrate(starting), timeout=10) == db.SCHEMA_VERSION
-
-
-async def test_migrate_creates_the_schema_on_an_empty_database(pg_server_url):
-    async with scratch_database(pg_server_url, "dispatcher_test_empty_migrate") as conn:
-        assert await db.migrate(conn) == db.SCHEMA_VERSION
-        assert await db.migrate(conn) == db.SCHEMA_VERSION  # again: nothing to do
-        assert await conn.fetchval("SELECT to_regclass('deliveries')") is not None
-        # A database set up by an earlier schema.sql (same version number) gets what is new, and
-        # loses the indexes this one replaced.
-        await conn.execute(
-            "DROP INDEX deliveries_claim; DELETE FROM schema_applied;"
-            " CREATE INDEX deliveries_due ON deliveries (callback_id, next_attempt_at) WHERE status = 'pending';"
-            " CREATE INDEX deliveries_created ON deliveries (created_at)"
-        )
-        assert await db.migrate(conn) == db.SCHEMA_VERSION
-        assert await conn.fetchval("SELECT to_regclass('deliveries_claim')") is not None
-        assert await conn.fetchval("SELECT to_regclass('deliveries_due')") is None
-        assert await conn.fetchval("SELECT to_regclass('deliveries_created')") is None
-
-
-async def test_migrating_from_version_1_keeps_each_deliverys_attempts_and_their_numbers(pg_server_url):
-    """Version 1 logged one attempt row per delivery; version 2 one per request, listed by each delivery
-    (version 3 only adds a column).
-    Old rows become requests of one event under the numbers they had, whatever the purge left: here
-    attempt 2 of the first delivery was purged and its attempt 3 logged twice (a lease lost mid-request),
-    and every attempt of the second (still pending, 5 made) is gone, so its next one is still number 6."""
-    from dispatcher import deliveries
-
-    async with scratch_database(pg_server_url, "dispatcher_test_migrate_v1") as conn:
-        await db.migrate(conn)
-        await due_deliveries(conn, 3, account="v1")
-        first, second, third = [r["id"] for r in await conn.fetch("SELECT id FROM deliveries ORDER BY id")]
-        await conn.execute(
-            "DROP TABLE attempts; ALTER TABLE deliveries DROP COLUMN attempt_ids, DROP COLUMN leased_until;"
-            " ALTER TABLE deliveries RESET (fillfactor); DELETE FROM schema_applied;"
-            " DELETE FROM schema_version WHERE version >= 2;"
-            " CREATE TABLE attempts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, account_id bigint NOT NULL,"
-            "   delivery_id bigint NOT NULL REFERENCES deliveries ON DELETE CASCADE, number integer NOT NULL,"
-            "   started_at timestamptz NOT NULL, duration_ms double precision NOT NULL, status_code integer,"
-            "   error_kind text, response_body text);"
-            " CREATE INDEX attempts_delivery ON attempts (delivery_id, number);"
-            " CREATE INDEX attempts_started ON attempts (started_at)"
-        )
-        for number, body in [(1, "one"), (3, "three"), (3, "three again"), (4, "four")]:
-            await conn.execute(
-                "INSERT INTO attempts (account_id, delivery_id, number, started_at, duration_ms, status_code,"
-                " response_body) SELECT account_id, id, $2, now(), 1.5, 500, $3 FROM deliveries WHERE id = $1",
-                first, number, body,
-            )  # fmt: skip
-        await conn.execute("UPDATE deliveries SET attempts = 4 WHERE id = $1", first)
-        await conn.execute("UPDATE deliveries SET attempts = 5 WHERE id = $1", second)
-
-        assert await db.migrate(conn) == db.SCHEMA_VERSION == 4
-
-        async def logged(delivery_id: int) -> list[tuple[int, str]]:
-            row = await conn.fetchrow("SELECT account_id, attempt_ids FROM deliveries WHERE id = $1", delivery_id)
-            found = await conn.fetch(deliveries.SQL["delivery_attempts"], row["attempt_ids"], row["account_id"])
-            return [(a["number"], a["response_body"]) for a in found]
-
-        assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
-        assert await conn.fetchval("SELECT cardinality(attempt_ids) FROM deliveries WHERE id = $1", second) == 5
-        assert await conn.fetchval("SELECT attempt_ids FROM deliveries WHERE id = $1", third) == []
-        assert await conn.fetchval("SELECT count(*) FROM attempts WHERE events = 1 AND callback_id IS NOT NULL") == 4
-        assert await conn.fetchval("SELECT to_regclass('attempts_delivery')") is None
-        # version 3: leases in their own column (none held), half of each page left for them
-        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE leased_until = '-infinity'") == 3
-        assert await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'deliveries'") == ["fillfactor=50"]
-        await conn.execute("DELETE FROM schema_applied")
-        assert await db.migrate(conn) == 4  # the whole file again: the conversion does not run twice
-        assert await logged(first) == [(1, "one"), (3, "three"), (4, "four")]
-
-
-async def catalog(conn: asyncpg.Connection, table: str) -> dict[str, Any]:
-    """What a table is made of: columns, constraints and indexes, as PostgreSQL reports them."""
-    columns = await conn.fetch(
-        "SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = $1 ORDER BY column_name",
-        table,
-    )
-    checks = await conn.fetch(
-        "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass ORDER BY 1", table
-    )
-    indexes = await conn.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname", table)
-    return {
-        "columns": [tuple(r) for r in columns],
-        "constraints": [r["def"] for r in checks],
-        "indexes": [r["indexdef"] for r in indexes],
-    }
-
-
-async def test_migrating_from_version_3_gives_callbacks_the_handshake_state_of_a_new_database(pg_server_url, database):
-    """Version 4 records the ownership handshake on the callback. An upgraded database has the callbacks
-    table a new one has; a callback registered before shows no handshake (null) and has none due, and a
-    resend (start_handshake) gives it one."""
-    from dispatcher import callbacks
-
-    async with scratch_database(pg_server_url, "dispatcher_test_migrate_v3") as conn:
-        await db.migrate(conn)
-        await conn.execute(
-            "DROP INDEX callbacks_handshake_due;"
-            " ALTER TABLE callbacks DROP COLUMN verification_key_enc, DROP COLUMN verification_status,"
-            "   DROP COLUMN verification_attempts, DROP COLUMN verification_last_attempt_at,"
-            "   DROP COLUMN verification_status_code, DROP COLUMN verification_error, DROP COLUMN verification_next_at;"
-            " DELETE FROM schema_applied; DELETE FROM schema_version WHERE version >= 4"
-        )
-        account_id = await conn.fetchval("INSERT INTO accounts (name) VALUES ('v3') RETURNING id")
-        await conn.execute(
-            "INSERT INTO callbacks (account_id, name, url, verification_key_hash, verification_sent_at)"
-            " VALUES ($1, 'old', 'http://x/', '\\x00', now())",
-            account_id,
-        )
-
-        assert await db.migrate(conn) == db.SCHEMA_VERSION == 4
-
-        async with database.pool.acquire() as fresh:
-            assert await catalog(conn, "callbacks") == await catalog(fresh, "callbacks")
-        row = await conn.fetchrow("SELECT * FROM callbacks")
-        assert row["status"] == "pending_verification" and callbacks.callback_json(row)["verification"] is None
-        assert await conn.fetch(callbacks.SQL["claim_handshakes"], 10, 60.0) == []
-        keyring = crypto.Keyring(Fernet(Fernet.generate_key()), b"t" * 32)
-        row, _ = await callbacks.start_handshake(conn, keyring, row["id"], account_id, lease=60.0)
-        assert callbacks.verification_json(row) == {
-            "status": "sent", "attempts": 0, "lastAttemptAt": None, "statusCode": None, "error": None,
-            "nextAttemptAt": row["verification_next_at"].isoformat(),
-            "resend": f"POST /v1/callbacks/cb_{row['id']}/verification",
-        }  # fmt: skip
-
-
-async def test_processes_starting_together_on_an_empty_database_apply_the_schema_once(pg_server_url):
-    """Two processes start at once. The second looks for the schema while the first is applying it
-    (not yet committed), then takes the migration lock just after the first commits: it must see the
-    schema as applied then, although its own catalog cache still remembers finding no such table."""
-    name = "dispatcher_test_migrate_race"
-    async with scratch_database(pg_server_url, name) as first:
-        second = await asyncpg.connect(db_url(pg_server_url, name))
-        try:
-            text = db.schema_sql()
-            checksum = hashlib.sha256(text.encode()).hexdigest()
-            tx = first.transaction()
-            await tx.start()
-            await first.execute("SELECT pg_advisory_xact_lock($1)", db._MIGRATION_LOCK)
-            await first.execute(text)
-            await first.execute("INSERT INTO schema_applied (checksum) VALUES ($1)", checksum)
-            assert not await db._applied(second, checksum)  # what migrate() looks at first
-            async with second.transaction():
-                await tx.commit()
-                await second.execute("SELECT pg_advisory_xact_lock($1)", db._MIGRATION_LOCK)
-                assert await db._applied(second, checksum)  # what migrate() looks at under the lock
-            assert await db.migrate(second) == db.SCHEMA_VERSION
-        finally:
-            await second.close()
 
 
 @contextlib.asynccontextmanager

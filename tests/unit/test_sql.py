@@ -37,3 +37,25 @@ def test_named_blocks_are_the_only_content():
     for concept in CONCEPTS:
         first = SQL_DIR.joinpath(f"{concept}.sql").read_text().lstrip()
         assert re.match(r"-- name: \w+", first), concept
+
+
+def test_schema_sql_is_the_current_schema_written_once():
+    """schema.sql makes a new database in one go; upgrades live in the migration files."""
+    from dispatcher import db
+
+    text = db.schema_sql()
+    code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+    assert not re.search(r"\bALTER\b|\bDO\b|\bIF (NOT )?EXISTS\b", code, re.IGNORECASE)
+    assert f"INSERT INTO schema_version (version) VALUES ({db.SCHEMA_VERSION});" in code
+
+
+def test_every_version_after_1_has_one_migration_that_says_whether_it_runs_beside_old_processes():
+    from dispatcher import db
+
+    found = db.migrations()
+    assert list(found) == list(range(2, db.SCHEMA_VERSION + 1))
+    for version, (name, text) in found.items():
+        assert name.startswith(f"{version:04d}_"), name
+        header = text.split("\n\n", 1)[0]
+        assert header.startswith(f"-- {version:04d}: "), name
+        assert re.search(r"^-- (NOT online|Online)\b", header, re.MULTILINE), name
