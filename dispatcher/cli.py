@@ -151,7 +151,7 @@ def serve(
     from aiohttp import web
 
     from dispatcher import supervisor
-    from dispatcher.api.app import create_app, print_first_key
+    from dispatcher.runtime import create_app, print_first_key
 
     changes = {"host": host, "port": port, "processes": processes}
     settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})

@@ -26,8 +26,8 @@ from dispatcher import callbacks, ids
 from dispatcher.crypto import Keyring
 from dispatcher.db import Database, queries
 from dispatcher.delivery import outbound, policy, signing
-from dispatcher.delivery.worker import wait_event
 from dispatcher.logs import get_logger
+from dispatcher.loop import BackgroundLoop
 from dispatcher.settings import Settings
 
 log = get_logger("dispatcher.handshake")
@@ -95,8 +95,9 @@ class HandshakeRetrier:
 
     def __init__(self, database: Database, settings: Settings, keyring: Keyring):
         self.db, self.settings, self.keyring = database, settings, keyring
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(
+            "handshake-retrier", database, self._step, on_failure=lambda _: settings.poll_interval
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -104,29 +105,17 @@ class HandshakeRetrier:
             allowed=s.allowed_networks, limit=CLAIM_BATCH, timeout=s.verification_timeout
         )
         self.handshaker = Handshaker(self.db, s, self.keyring, self.session)
-        self._task = asyncio.create_task(self._run(), name="handshake-retrier")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Requests still in flight after the grace period are dropped: their leases make them due again."""
-        self._stop.set()
-        if self._task:
-            try:
-                async with asyncio.timeout(self.settings.shutdown_grace):
-                    await asyncio.shield(self._task)
-            except TimeoutError:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+        await self._loop.stop(self.settings.shutdown_grace)
         await self.session.close()
         await asyncio.sleep(0)  # let the closed connections' transports finish closing on this loop
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except Exception as exc:  # the loop must outlive any failure; the database may be restarting
-                log.warning("handshake retries failed; will retry", error=str(exc) or type(exc).__name__)
-                await self.db.discard_connections()
-            await wait_event(self._stop, self.settings.poll_interval)
+    async def _step(self) -> float:
+        await self.run_once()
+        return self.settings.poll_interval
 
     async def run_once(self) -> int:
         """Claim the due handshakes and make their requests; returns how many were made."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from dispatcher.db import Database, queries
-from dispatcher.delivery.worker import wait_event
 from dispatcher.logs import get_logger
+from dispatcher.loop import BackgroundLoop
 from dispatcher.settings import Settings
 
 log = get_logger("dispatcher.retention")
@@ -20,8 +20,7 @@ _LOCK = 0x70757267  # "purg"
 class Purger:
     def __init__(self, database: Database, settings: Settings):
         self.db, self.settings = database, settings
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("retention", database, self._step, on_failure=lambda _: settings.purge_interval)
 
     def plan(self) -> list[tuple[str, float]]:
         s = self.settings
@@ -34,28 +33,21 @@ class Purger:
 
     async def start(self) -> None:
         if self.plan():
-            self._task = asyncio.create_task(self._run(), name="retention")
+            self._loop.start()
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._task:
-            await self._task
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.purge()
-            except Exception as exc:  # retried next interval
-                log.warning("purge failed; will retry", error=str(exc) or type(exc).__name__)
-                await self.db.discard_connections()
-            await wait_event(self._stop, self.settings.purge_interval)
+    async def _step(self) -> float:
+        await self.purge()  # a failure is retried next interval
+        return self.settings.purge_interval
 
     async def purge(self) -> dict[str, int]:
         """Run every step until a batch comes back short; returns rows affected per step."""
         done: dict[str, int] = {}
         for name, age in self.plan():
             total = 0
-            while not self._stop.is_set():
+            while not self._loop.stopping:
                 async with self.db.pool.acquire() as conn, conn.transaction():
                     if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
                         return done  # another process is purging

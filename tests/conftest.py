@@ -195,7 +195,7 @@ class Api:
 @pytest.fixture
 async def app_client(database: db.Database, settings: Settings, aiohttp_client: Any) -> Any:
     # database first: fixtures tear down in reverse, so the app stops before its pool closes
-    from dispatcher.api.app import create_app
+    from dispatcher.runtime import create_app
 
     return await aiohttp_client(create_app(settings, database=database))
 

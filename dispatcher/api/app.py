@@ -1,39 +1,30 @@
-"""The application factory: routes, middlewares, and the lifecycle of pools and background workers."""
+"""The application factory: routes, middlewares, and the resources the handlers share. It starts no
+background work: dispatcher/runtime.py composes a process from this app and the workers."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Callable
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from dispatcher import accounts, crypto, db, events
+from dispatcher import events
 from dispatcher.api import callbacks as callbacks_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api import sending as sending_api
 from dispatcher.api.auth import KEY_CACHE, RATE_LIMITER, KeyCache, TokenBuckets, authorize
-from dispatcher.api.keys import DB, DB_WATCH, EVENT_WRITER, KEYRING, METRICS, OUTBOUND, SEND_WRITER, SERVICES, SETTINGS
+from dispatcher.api.keys import DB, EVENT_WRITER, METRICS, OUTBOUND, SEND_WRITER, SERVICES, SETTINGS
 from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
 from dispatcher.delivery import outbound
-from dispatcher.delivery.worker import DeliveryWorker
 from dispatcher.errors import NotFound
 from dispatcher.group_commit import GroupWriter
-from dispatcher.handshake import HandshakeRetrier
-from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
-from dispatcher.retention import Purger
 from dispatcher.sending import service as sending_service
-from dispatcher.sending.sender import MailSender
 from dispatcher.settings import Settings
-from dispatcher.watchdog import DatabaseWatch
 
-log = get_logger(__name__)
 ROLES = ("all", "api", "worker")
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -67,50 +58,21 @@ async def _openapi(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
 
-def print_first_key(key: str, settings: Settings) -> None:
-    url = f"http://{settings.host}:{settings.port}"
-    print(
-        f"\n  dispatcher: created account 'default' with an API key (shown once, store it now):\n\n"
-        f"    {key}\n\n"
-        f"  try: curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
-        f'-d \'{{"type":"sent","messageKey":"hello-1"}}\' {url}/v1/events\n',
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-async def _lifecycle(
-    app: web.Application, *, database: db.Database | None, bootstrap: bool, role: str
-) -> AsyncIterator[None]:
+async def resources(app: web.Application, *, role: str) -> AsyncIterator[None]:
+    """What the handlers share, on top of the process's database and keyring (dispatcher/runtime.py)."""
     settings = app[SETTINGS]
-    owned = database is None
-    app[DB] = database if database is not None else await db.open_database(settings, wait=settings.health_db_grace)
-    app[DB_WATCH] = DatabaseWatch(app[DB])  # probes the database; brings an embedded server back
-    await app[DB_WATCH].start()
-    app[KEYRING] = crypto.load_keyring(settings)
     app[OUTBOUND] = outbound.make_session(
         allowed=settings.allowed_networks, limit=20, timeout=settings.verification_timeout
     )
     app[callbacks_api.VERIFICATIONS] = set()
-    if bootstrap:
-        async with app[DB].pool.acquire() as conn:
-            key = await accounts.bootstrap(conn)
-        if key:
-            print_first_key(key, settings)
     if role != "worker":
         app[KEY_CACHE] = KeyCache(app[DB])
         await app[KEY_CACHE].start()
         app[EVENT_WRITER] = GroupWriter(app[DB].pool, events.record_groups, max_items=1000)
         app[SEND_WRITER] = GroupWriter(app[DB].pool, sending_service.accept_groups, max_items=1000)
-    services = [factory(app) for factory in background_services(role)]
-    app[SERVICES]["running"] = services
-    for service in services:
-        await service.start()
     try:
         yield
     finally:
-        for service in reversed(services):
-            await service.stop()
         verifications: set[asyncio.Task[None]] = app[callbacks_api.VERIFICATIONS]
         for task in verifications:
             task.cancel()
@@ -122,51 +84,11 @@ async def _lifecycle(
                 await app[writer].aclose()
         if KEY_CACHE in app:
             await app[KEY_CACHE].stop()
-        await app[DB_WATCH].stop()
-        if owned:
-            await app[DB].close()
-            if app[DB].server is not None:
-                _say_whether_postgres_stays(app[DB].server.pgdata)
 
 
-def _say_whether_postgres_stays(pgdata: Path) -> None:
-    others = db.other_holders(pgdata)
-    if others:
-        log.info("embedded postgres stays up for other processes until the last one exits", pids=others)
-    else:
-        log.info("embedded postgres stops as this process exits: no other process uses it")
-
-
-def _delivery_worker(app: web.Application) -> DeliveryWorker:
-    return DeliveryWorker(app[DB], app[SETTINGS], app[KEYRING], app.get(METRICS))
-
-
-def _mail_sender(app: web.Application) -> MailSender:
-    return MailSender(app[DB], app[SETTINGS], app[KEYRING], metrics=app[METRICS])
-
-
-def _purger(app: web.Application) -> Purger:
-    return Purger(app[DB], app[SETTINGS])
-
-
-def _handshake_retrier(app: web.Application) -> HandshakeRetrier:
-    return HandshakeRetrier(app[DB], app[SETTINGS], app[KEYRING])
-
-
-def background_services(role: str) -> list[Callable[[web.Application], Any]]:
-    """Workers this process runs for `role`; each has async start() and stop()."""
-    if role == "api":
-        return []
-    return [_delivery_worker, _mail_sender, _purger, _handshake_retrier]
-
-
-def create_app(
-    settings: Settings,
-    *,
-    database: db.Database | None = None,
-    role: str = "all",
-    bootstrap: bool = False,
-) -> web.Application:
+def create_app(settings: Settings, *, role: str = "all") -> web.Application:
+    """Routes for `role` (a worker serves health only). Its `resources` and the database are added by
+    dispatcher/runtime.py, which composes the process."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     table = [r for router in routers() for r in router.routes]
@@ -182,5 +104,4 @@ def create_app(
         app.router.add_route(route.method, route.path, _wrap(route), name=route.handler.__name__)
     app[OPENAPI] = openapi.build(table)
     app.router.add_get("/openapi.json", _openapi)
-    app.cleanup_ctx.append(partial(_lifecycle, database=database, bootstrap=bootstrap, role=role))
     return app

@@ -13,10 +13,7 @@ flush: one transaction for many outcomes: deliveries, attempt log, callback heal
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import secrets
-import socket
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from dispatcher.crypto import Keyring
 from dispatcher.db import DB_ERRORS, Database, queries
 from dispatcher.delivery import outbound, payload, policy, signing
 from dispatcher.logs import get_logger
+from dispatcher.loop import BackgroundLoop, wait_event, worker_id
 from dispatcher.settings import Settings
 
 log = get_logger("dispatcher.delivery")
@@ -75,19 +73,10 @@ async def claim(
     return await conn.fetch(SQL["claim"], worker, known, jobs, shares, share, limit, lease, linger, room)
 
 
-async def wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait for the event or the timeout (asyncio.timeout: cancellation is never swallowed)."""
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    except TimeoutError:
-        pass
-
-
 class DeliveryWorker:
     def __init__(self, database: Database, settings: Settings, keyring: Keyring, metrics: Any = None):
         self.db, self.settings, self.keyring, self.metrics = database, settings, keyring, metrics
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.id = worker_id()
         self.retry = policy.RetryPolicy(tuple(settings.retry_schedule), settings.retry_jitter, settings.retry_after_max)
         self.rules = policy.HealthRules(
             settings.failing_after,
@@ -100,10 +89,7 @@ class DeliveryWorker:
         # them): a slow callback's backlog must not keep the worker from claiming for the others.
         self._limit = 2 * settings.worker_concurrency
         self._topup = max(1, self._limit // 4)
-        self._wake = asyncio.Event()
-        self._stopping = False
         self._closed = False
-        self._notified = False
         self._claimed_at = -1e9  # monotonic start of the last claim
         self._tasks: dict[asyncio.Task[None], Job] = {}  # requests in flight
         self._waiting: defaultdict[int, deque[Job]] = defaultdict(deque)  # claimed, not started, per callback
@@ -118,8 +104,7 @@ class DeliveryWorker:
         self._outcomes: list[Outcome] = []
         self._handback: list[int] = []  # deliveries this worker did not send: due again shortly
         self._flush_now = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("delivery-loop", database, self._step, channel=CHANNEL)
         self._flush_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -129,15 +114,12 @@ class DeliveryWorker:
         self.session = outbound.make_session(
             allowed=s.allowed_networks, limit=s.worker_concurrency, timeout=s.webhook_timeout
         )
-        self._loop_task = asyncio.create_task(self._run(), name="delivery-loop")
+        self._loop.start()
         self._flush_task = asyncio.create_task(self._flusher(), name="delivery-flush")
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight requests finish within the grace period, hand back the rest."""
-        self._stopping = True
-        self._wake.set()
-        if self._loop_task:
-            await self._loop_task
+        await self._loop.stop()
         held = [r["id"] for queue in self._waiting.values() for job in queue for r in job.rows]
         self._waiting.clear()
         self._ready.clear()
@@ -160,46 +142,20 @@ class DeliveryWorker:
         except DB_ERRORS as exc:
             log.warning("could not hand back leases; they expire by themselves", error=str(exc))
         finally:
-            if self._listener is not None and not self._listener.is_closed():
-                self._listener.terminate()
             await self.session.close()
             await asyncio.sleep(0)  # let the closed connections' transports finish closing on this loop
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def _on_notify(self, *_: Any) -> None:
-        self._notified = True
-        self._wake.set()
-
-    async def _listen(self) -> None:
-        if self._listener is None or self._listener.is_closed():
-            self._listener = await asyncpg.connect(self.db.url, timeout=5)
-            await self._listener.add_listener(CHANNEL, self._on_notify)
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping:
-            try:
-                await self._listen()
-                claimed = await self._paced_claim() if self._budget() >= self._topup else []
-                failures = 0
-            except Exception as exc:  # the loop must outlive any failure; the database may be restarting
-                failures += 1
-                log.warning("claim failed; retrying", error=str(exc) or type(exc).__name__, attempt=failures)
-                self._listener = None
-                await self.db.discard_connections()
-                await self._sleep(min(0.2 * 2**failures, 5.0))
-                continue
-            for job in self._group(claimed):
-                self._take(job)
-            self._dispatch()
-            if len(claimed) < self.settings.claim_batch or self._budget() < self._topup:
-                await self._sleep(self.settings.batch_linger if self._notified else self.settings.poll_interval)
-
-    async def _sleep(self, timeout: float) -> None:
-        self._notified = False
-        await wait_event(self._wake, timeout)
-        self._wake.clear()
+    async def _step(self) -> float:
+        """One turn of the loop (dispatcher/loop.py); returns how long to wait for a NOTIFY or a freed slot."""
+        claimed = await self._paced_claim() if self._budget() >= self._topup else []
+        for job in self._group(claimed):
+            self._take(job)
+        self._dispatch()
+        if len(claimed) < self.settings.claim_batch or self._budget() < self._topup:
+            return self.settings.batch_linger if self._loop.notified else self.settings.poll_interval
+        return 0.0
 
     def _budget(self) -> int:
         """Jobs the next claim may bring: what the limit leaves after the jobs in flight or ready to start,
@@ -291,7 +247,7 @@ class DeliveryWorker:
         lease still covers a whole request (or, with a lease shorter than that, half of it is left)."""
         lease = self.settings.lease_seconds
         latest = max(lease - self.settings.webhook_timeout - 5, lease / 2)
-        while self._ready and len(self._tasks) < self.settings.worker_concurrency and not self._stopping:
+        while self._ready and len(self._tasks) < self.settings.worker_concurrency and not self._loop.stopping:
             cb = next(iter(self._ready))
             self._unready(cb)
             if self._running.get(cb, 0) >= self._window(cb).slots:
@@ -323,7 +279,7 @@ class DeliveryWorker:
     def _hand_back(self, job: Job) -> None:
         self._handback.extend(r["id"] for r in job.rows)
         self._flush_now.set()
-        self._wake.set()  # it freed room
+        self._loop.wake()  # it freed room
 
     def _done(self, task: asyncio.Task[None], job: Job) -> None:
         cb = job.callback_id
@@ -340,7 +296,7 @@ class DeliveryWorker:
         # Refill once half its share or less is left (not "exactly half": a claim may land below that),
         # or when the worker has room again, so requests never wait on a claim.
         if self._held_by(cb) <= self._window(cb).share(ROUNDS) // 2 or self._budget() == self._topup:
-            self._wake.set()
+            self._loop.wake()
 
     # --- one request -------------------------------------------------------------------------
 

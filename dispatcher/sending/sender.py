@@ -7,9 +7,6 @@ as ordinary events (`sent`, `deferred`, `bounced`, `failed`) that fan out like a
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +16,8 @@ import asyncpg
 from dispatcher import events
 from dispatcher.crypto import Keyring
 from dispatcher.db import Database, queries
-from dispatcher.delivery.worker import wait_event
 from dispatcher.logs import get_logger
+from dispatcher.loop import BackgroundLoop, worker_id
 from dispatcher.sending import tracking
 from dispatcher.sending.errors import SendingError
 from dispatcher.sending.mime import OutgoingMail, build_message
@@ -104,54 +101,26 @@ class MailSender:
             RenderLimits(settings.render_cpu_seconds, settings.render_max_value, settings.render_memory_mb),
             processes=settings.render_processes,
         )
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._listener: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.id = worker_id()
+        self._loop = BackgroundLoop("mail-sender", database, self._step, channel=CHANNEL)
 
     async def start(self) -> None:
         await self.sandbox.start()
-        self._task = asyncio.create_task(self._run(), name="mail-sender")
+        self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task:
-            try:
-                async with asyncio.timeout(self.settings.shutdown_grace):
-                    await self._task
-            except TimeoutError:
-                log.warning("sender did not finish in time; leases will expire")
-        if self._listener is not None and not self._listener.is_closed():
-            self._listener.terminate()
+        if not await self._loop.stop(self.settings.shutdown_grace):
+            log.warning("sender did not finish in time; leases will expire")
         await self.transport.aclose()
         await self.sandbox.aclose()
 
-    def _on_notify(self, *_: Any) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping:
-            try:
-                if self._listener is None or self._listener.is_closed():
-                    self._listener = await asyncpg.connect(self.db.url, timeout=5)
-                    await self._listener.add_listener(CHANNEL, self._on_notify)
-                claimed = await self.db.pool.fetch(SQL["claim_messages"], self.id, CLAIM_BATCH, LEASE_SECONDS)
-                failures = 0
-            except Exception as exc:  # the loop must outlive any failure; the database may be restarting
-                failures += 1
-                log.warning("message claim failed; retrying", error=str(exc) or type(exc).__name__)
-                self._listener = None
-                await self.db.discard_connections()
-                await wait_event(self._wake, min(0.2 * 2**failures, 5.0))
-                continue
-            if claimed:
-                await self._send_all(claimed)
-            else:
-                await wait_event(self._wake, self.settings.poll_interval)
-                self._wake.clear()
+    async def _step(self) -> float:
+        """One turn of the loop (dispatcher/loop.py): send what is due, or wait for a NOTIFY."""
+        claimed = await self.db.pool.fetch(SQL["claim_messages"], self.id, CLAIM_BATCH, LEASE_SECONDS)
+        if not claimed:
+            return self.settings.poll_interval
+        await self._send_all(claimed)
+        return 0.0
 
     async def _send_all(self, claimed: list[asyncpg.Record]) -> None:
         """Decide every claimed message (rendering and transport calls run concurrently), then write

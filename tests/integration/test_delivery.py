@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dispatcher.api.app import create_app
+from dispatcher.runtime import create_app
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Receiver
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.api.app import create_app
+from dispatcher.runtime import create_app
 from tests.conftest import Api, make_key
 
 README = Path(__file__).parents[2] / "README.md"

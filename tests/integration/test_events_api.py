@@ -321,7 +321,7 @@ async def test_unknown_route_is_404_and_wrong_method_is_405_as_json(api: Api):
 
 
 async def test_rate_limit_answers_429_with_retry_after(database, settings, aiohttp_client):
-    from dispatcher.api.app import create_app
+    from dispatcher.runtime import create_app
 
     client = await aiohttp_client(
         create_app(settings.model_copy(update={"rate_limit_per_second": 2}), database=database)

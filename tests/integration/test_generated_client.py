@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.api.app import create_app
+from dispatcher.runtime import create_app
 from tests.conftest import make_key
 
 pytest.importorskip("openapi_python_client")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from dispatcher import crypto
-from dispatcher.api.app import create_app
 from dispatcher.handshake import HandshakeRetrier
+from dispatcher.runtime import create_app
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Receiver
 

@@ -896,7 +896,7 @@ async def test_ids_with_non_ascii_digits_are_404(api: Api, path):
 
 async def test_a_lost_database_is_a_json_503_carrying_the_request_id(database_url, settings, aiohttp_client):
     from dispatcher import db
-    from dispatcher.api.app import create_app
+    from dispatcher.runtime import create_app
 
     pool = await db.create_pool(database_url, min_size=1, max_size=2)
     broken = db.Database(url=database_url, pool=pool, read_pool=pool)

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from dispatcher.api.app import create_app
+from dispatcher.runtime import create_app
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Received, Receiver, stop_accepting
 

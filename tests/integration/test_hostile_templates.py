@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dispatcher.api.app import create_app
+from dispatcher.runtime import create_app
 from tests.conftest import Api, make_key, wait_until
 from tests.integration.test_send_api import free_port, message, received, wait_types
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from dispatcher.api import openapi
-from dispatcher.api.app import create_app, routers
+from dispatcher.api.app import routers
+from dispatcher.runtime import create_app
 from tests.conftest import make_key
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from dispatcher import db
-from dispatcher.api.app import create_app
 from dispatcher.retention import Purger
+from dispatcher.runtime import create_app
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Receiver
 

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dispatcher.api.app import create_app
 from dispatcher.crypto import load_keyring
+from dispatcher.runtime import create_app
 from dispatcher.sending.sender import MailSender
 from dispatcher.sending.transport import MaildirTransport
 from tests.conftest import Api, make_key, setup_callback, wait_until
