@@ -32,7 +32,7 @@ def event(i: int, prefix: str = "m", type_: str = "sent") -> dict[str, Any]:
 
 
 def webhook_payload(i: int, prefix: str = "m") -> dict[str, Any]:
-    """What the worker sends for event(i) (built by the claim in dispatcher/sql/deliveries.sql)."""
+    """What the worker sends for event(i) (built by the claim in dispatcher/sql/queue.sql)."""
     e = event(i, prefix)
     occurred = datetime.now(UTC).isoformat()
     data = {

@@ -10,15 +10,13 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher import __version__, ids
+from dispatcher import ids
 from dispatcher.crypto import Keyring, new_signing_secret
 from dispatcher.db import queries
-from dispatcher.delivery import signing
 from dispatcher.errors import Conflict, InvalidRequest, NotFound
 
 SQL = queries("callbacks")
 VERIFICATION_VALID_FOR = timedelta(hours=4)  # as in ENS
-USER_AGENT = f"dispatcher/{__version__}"
 
 
 def key_hash(key: str) -> bytes:
@@ -175,11 +173,6 @@ async def rotate_secret(
         await conn.execute(SQL["add_secret"], row["id"], keyring.encrypt(secret))
         await conn.execute(SQL["bump_secrets_version"], row["id"])
     return secret
-
-
-async def signing_keys(conn: asyncpg.Connection | asyncpg.Pool, keyring: Keyring, callback_id: int) -> list[bytes]:
-    rows = await conn.fetch(SQL["live_secrets"], callback_id)
-    return [signing.secret_bytes(keyring.decrypt(r["secret_enc"])) for r in rows]
 
 
 # --- subscriptions -----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher import accounts, callbacks, db, deliveries, events, status
+from dispatcher import accounts, callbacks, db, events, status
+from dispatcher.delivery import history
 from dispatcher.errors import NotFound
 from dispatcher.settings import Settings
 
@@ -167,8 +168,8 @@ async def deliveries_retry(conn: asyncpg.Connection, args: argparse.Namespace, s
     account = await account_id(conn, args.account)
     async with conn.transaction():
         if account is None:
-            account = await deliveries.account_of(conn, args.delivery_id)
-        await deliveries.retry(conn, account, args.delivery_id)
+            account = await history.account_of(conn, args.delivery_id)
+        await history.retry(conn, account, args.delivery_id)
     say(f"{args.delivery_id} is pending: it is sent again now")
     return 0
 

@@ -1,4 +1,4 @@
-"""The ownership handshake: POST a callback's verification key to its URL (through the SSRF guard), record
+"""The ownership handshake: POST a callback's verification key to its URL (delivery/verification.py), record
 on the callback what happened (`sent` → `delivered` | `failed`), and retry an undelivered one on a short
 schedule from whichever process claims it.
 
@@ -12,20 +12,16 @@ retrier, run with the workers, sends the rest:
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 import asyncpg
-import orjson
 
 from dispatcher import callbacks, ids
 from dispatcher.crypto import Keyring
 from dispatcher.db import Database, queries
-from dispatcher.delivery import outbound, policy, signing
+from dispatcher.delivery import outbound, policy, queue, verification
 from dispatcher.logs import get_logger
 from dispatcher.loop import BackgroundLoop
 from dispatcher.settings import Settings
@@ -54,14 +50,6 @@ class Pending:
         return callbacks.key_hash(self.key)
 
 
-async def send(session: aiohttp.ClientSession, keys: list[bytes], p: Pending, allowed: list[Any]) -> outbound.Response:
-    """POST {callbackId, verificationKey} to the URL (signed like every request, so it can be trusted)."""
-    body = orjson.dumps({"callbackId": ids.encode("cb", p.callback_id), "verificationKey": p.key})
-    msg_id = f"verify_{p.callback_id}_{secrets.token_hex(4)}"
-    headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
-    return await outbound.post(session, p.url, body, headers, allowed)
-
-
 async def record(
     conn: asyncpg.Pool | asyncpg.Connection, p: Pending, response: outbound.Response, *, retry_in: float | None
 ) -> asyncpg.Record | None:
@@ -81,8 +69,10 @@ class Handshaker:
         self.retry = policy.RetryPolicy(schedule, settings.retry_jitter, settings.retry_after_max)
 
     async def attempt(self, p: Pending) -> asyncpg.Record | None:
-        keys = await callbacks.signing_keys(self.db.pool, self.keyring, p.callback_id)
-        response = await send(self.session, keys, p, self.settings.allowed_networks)
+        keys = await queue.signing_keys(self.db.pool, self.keyring, p.callback_id)
+        response = await verification.send(
+            self.session, keys, callback_id=p.callback_id, url=p.url, key=p.key, allowed=self.settings.allowed_networks
+        )
         retry_in = None if response.ok else self.retry.next_delay(p.attempts + 1, response.retry_after)
         row = await record(self.db.pool, p, response, retry_in=retry_in)
         log.info("verification", callback_id=ids.encode("cb", p.callback_id), attempt=p.attempts + 1,

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher import callbacks, deliveries, events, handshake
+from dispatcher import callbacks, events, handshake
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
-from dispatcher.delivery import outbound
+from dispatcher.delivery import history, outbound
 from dispatcher.errors import Conflict
 from dispatcher.inputs import WHOLE, Description, Int, Name, Omittable, Url
 from dispatcher.logs import get_logger
@@ -341,12 +341,12 @@ async def list_deliveries(call: Call) -> Any:
     q: DeliveriesQuery = call.query
     async with call.app[DB].read_pool.acquire() as conn:
         cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
-        rows = await deliveries.list_deliveries(
+        rows = await history.list_deliveries(
             conn, _account(call), cb["id"], after_id=events.decode_cursor(q.cursor), status=q.status,
             since=q.since, until=q.until, limit=q.limit,
         )  # fmt: skip
     cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
-    return {"deliveries": [deliveries.delivery_json(r) for r in rows], "nextCursor": cursor}
+    return {"deliveries": [history.delivery_json(r) for r in rows], "nextCursor": cursor}
 
 
 @router.route("GET", "/v1/callbacks/{callbackId}/attempts", summary="A callback's attempt log: every request, in the order recorded",
@@ -355,13 +355,13 @@ async def list_attempts(call: Call) -> Any:
     q: AttemptsQuery = call.query
     async with call.app[DB].read_pool.acquire() as conn:
         cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
-        rows = await deliveries.callback_attempts(
+        rows = await history.callback_attempts(
             conn, _account(call), cb["id"], after_id=events.decode_cursor(q.cursor),
             succeeded=None if q.outcome is None else q.outcome == "succeeded", since=q.since, until=q.until,
             limit=q.limit,
         )  # fmt: skip
     cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
-    return {"attempts": [deliveries.attempt_json(r) for r in rows], "nextCursor": cursor}
+    return {"attempts": [history.attempt_json(r) for r in rows], "nextCursor": cursor}
 
 
 @router.route("POST", "/v1/callbacks/{callbackId}/recover", summary="Re-queue failed deliveries in a window",
@@ -370,7 +370,7 @@ async def recover(call: Call) -> Any:
     body: RecoverIn = call.body
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
-        count = await deliveries.recover(conn, _account(call), cb["id"], body.since, body.until)
+        count = await history.recover(conn, _account(call), cb["id"], body.since, body.until)
     return {"requeued": count}
 
 
@@ -378,14 +378,14 @@ async def recover(call: Call) -> Any:
               scope="events:read", response=DeliveryDetailOut, tag="deliveries")  # fmt: skip
 async def get_delivery(call: Call) -> Any:
     async with call.app[DB].read_pool.acquire() as conn:
-        return await deliveries.get_delivery(conn, _account(call), call.path("deliveryId"))
+        return await history.get_delivery(conn, _account(call), call.path("deliveryId"))
 
 
 @router.route("POST", "/v1/deliveries/{deliveryId}/retry", summary="Send a delivery again now, whatever its state",
               scope="callbacks:manage", response=Accepted, status=202, tag="deliveries")  # fmt: skip
 async def retry_delivery(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
-        await deliveries.retry(conn, _account(call), call.path("deliveryId"))
+        await history.retry(conn, _account(call), call.path("deliveryId"))
     return {"status": "pending"}
 
 

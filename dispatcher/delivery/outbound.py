@@ -23,11 +23,13 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from dispatcher import __version__
 from dispatcher.errors import Forbidden, InvalidRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RESPONSE_EXCERPT = 4096
+USER_AGENT = f"dispatcher/{__version__}"
 
 _EXTRA_FORBIDDEN = [
     ipaddress.ip_network(n)

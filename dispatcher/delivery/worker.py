@@ -22,16 +22,15 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher import callbacks, events, ids
+from dispatcher import events, ids
 from dispatcher.crypto import Keyring
-from dispatcher.db import DB_ERRORS, Database, queries
-from dispatcher.delivery import outbound, payload, policy, signing
+from dispatcher.db import DB_ERRORS, Database
+from dispatcher.delivery import outbound, payload, policy, queue, signing
 from dispatcher.logs import get_logger
 from dispatcher.loop import BackgroundLoop, wait_event, worker_id
 from dispatcher.settings import Settings
 
 log = get_logger("dispatcher.delivery")
-SQL = queries("deliveries")
 CHANNEL = "dispatcher_deliveries"
 KEYS_TTL = 30.0  # seconds; rotation bumps a version, this only ages out expired old secrets
 HANDBACK_DELAY = 2.0  # seconds before a delivery this worker could not send is due again
@@ -60,17 +59,6 @@ class Outcome:
     job: Job
     response: outbound.Response
     webhook_id: str | None  # None when the request could not be built
-
-
-async def claim(
-    conn: asyncpg.Pool | asyncpg.Connection, worker: str, *, held: dict[int, tuple[int, int]], share: int,
-    limit: int, lease: float, linger: float, room: int,
-) -> list[asyncpg.Record]:  # fmt: skip
-    """Lease due deliveries to `worker`: at most `limit` rows and `room` jobs, no callback beyond its share.
-    `held`: callback → (jobs the worker holds for it, its share); any other callback's share is `share`."""
-    known = list(held)
-    jobs, shares = [held[cb][0] for cb in known], [held[cb][1] for cb in known]
-    return await conn.fetch(SQL["claim"], worker, known, jobs, shares, share, limit, lease, linger, room)
 
 
 class DeliveryWorker:
@@ -138,7 +126,7 @@ class DeliveryWorker:
         try:
             await self._flush()
             if held:
-                await self.db.pool.execute(SQL["release"], self.id, held, 0.0)
+                await queue.release(self.db.pool, worker=self.id, delivery_ids=held, due_in=0.0)
         except DB_ERRORS as exc:
             log.warning("could not hand back leases; they expire by themselves", error=str(exc))
         finally:
@@ -205,7 +193,7 @@ class DeliveryWorker:
         held = {cb: (self._held_by(cb), self._window(cb).share(ROUNDS)) for cb in known}
         if self.metrics is not None:
             self.metrics.claims.inc()
-        return await claim(
+        return await queue.claim(
             self.db.pool, self.id, held=held, share=policy.Window().share(ROUNDS), limit=s.claim_batch,
             lease=s.lease_seconds, linger=s.batch_linger, room=self._budget(),
         )  # fmt: skip
@@ -304,7 +292,7 @@ class DeliveryWorker:
         cached = self._keys.get(job.callback_id)
         if cached and cached[0] == job.secrets_version and time.monotonic() - cached[1] < KEYS_TTL:
             return cached[2]
-        keys = await callbacks.signing_keys(self.db.pool, self.keyring, job.callback_id)
+        keys = await queue.signing_keys(self.db.pool, self.keyring, job.callback_id)
         self._keys[job.callback_id] = (job.secrets_version, time.monotonic(), keys)
         return keys
 
@@ -321,7 +309,7 @@ class DeliveryWorker:
             self._hand_back(job)
             return
         msg_id, body = payload.request_body(job.rows, job.batched)
-        headers = signing.headers(keys, msg_id, int(time.time()), body, callbacks.USER_AGENT)
+        headers = signing.headers(keys, msg_id, int(time.time()), body, outbound.USER_AGENT)
         response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
         self._outcome(job, response, msg_id)  # first: whatever happens next, the attempt is on record
         self._adapt(job.callback_id, response)
@@ -371,7 +359,7 @@ class DeliveryWorker:
                 if batch:
                     await self._record(conn, batch)
                 if handback:
-                    await conn.execute(SQL["release"], self.id, handback, HANDBACK_DELAY)
+                    await queue.release(conn, worker=self.id, delivery_ids=handback, due_in=HANDBACK_DELAY)
         except BaseException:
             self._outcomes[:0] = batch  # keep them for the next try; leases cover the wait
             self._handback[:0] = handback
@@ -380,15 +368,13 @@ class DeliveryWorker:
     async def _record(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:
         """One attempt row per request, and each delivery's outcome: done, due again later, or failed."""
         rng = random.Random()
-        requests: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
-        rows: tuple[list[Any], ...] = ([], [], [], [], [])
+        requests: list[queue.Request] = []
+        results: list[queue.Result] = []
         for n, o in enumerate(batch, 1):
             job, resp = o.job, o.response
             started = datetime.fromtimestamp(resp.started_at, UTC)
-            request = (job.account_id, job.callback_id, o.webhook_id, len(job.rows), started, resp.duration_ms,
-                       resp.status, resp.error_kind, resp.excerpt)  # fmt: skip
-            for column, value in zip(requests, request, strict=True):
-                column.append(value)
+            requests.append(queue.Request(job.account_id, job.callback_id, o.webhook_id, len(job.rows), started,
+                                          resp.duration_ms, resp.status, resp.error_kind, resp.excerpt))  # fmt: skip
             for r in job.rows:
                 number = r["attempts"] + 1
                 if resp.ok:
@@ -396,16 +382,15 @@ class DeliveryWorker:
                 else:
                     wait = self.retry.next_delay(number - r["retry_base"], resp.retry_after, rng)
                     status, delay = ("failed", 0.0) if wait is None else ("pending", wait)
-                for column, value in zip(rows, (r["id"], n, status, number, delay), strict=True):
-                    column.append(value)
-        await conn.execute(SQL["complete"], *requests, *rows, self.id)
+                results.append(queue.Result(r["id"], n, status, number, delay))
+        await queue.complete(conn, worker=self.id, requests=requests, results=results)
         await self._update_health(conn, batch)
 
     async def _update_health(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:
         per_callback: dict[int, list[outbound.Response]] = defaultdict(list)
         for o in batch:
             per_callback[o.job.callback_id].append(o.response)
-        rows = await conn.fetch(SQL["lock_callbacks"], sorted(per_callback))
+        rows = await queue.lock_callbacks(conn, list(per_callback))
         now = datetime.now(UTC)
         changed: list[tuple[asyncpg.Record, policy.Health]] = []
         for row in rows:
@@ -433,9 +418,7 @@ class DeliveryWorker:
                 changed.append((row, after))
         if not changed:
             return
-        cols = list(zip(*[(r["id"], h.status, h.consecutive_failures, h.failing_since, h.paused_until, h.disabled_reason)
-                          for r, h in changed], strict=True))  # fmt: skip
-        await conn.execute(SQL["set_health"], *cols)
+        await queue.set_health(conn, [(r["id"], h) for r, h in changed])
         await self._announce(conn, [(r, h) for r, h in changed if h.status != r["status"]])
 
     async def _announce(

@@ -17,12 +17,6 @@ WHERE callback_id = $1 AND (valid_until IS NULL OR valid_until > now() + make_in
 -- Tell workers' secret caches that the set changed.
 UPDATE callbacks SET secrets_version = secrets_version + 1, updated_at = now() WHERE id = $1
 
--- name: live_secrets
--- The secrets a request is signed with, newest first.
-SELECT secret_enc FROM callback_secrets
-WHERE callback_id = $1 AND (valid_until IS NULL OR valid_until > now())
-ORDER BY id DESC
-
 -- name: get_callback
 -- One callback of an account.
 SELECT * FROM callbacks WHERE id = $1 AND account_id = $2

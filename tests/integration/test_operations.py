@@ -157,7 +157,7 @@ async def test_a_claim_leases_deliveries_in_place_and_an_expired_lease_makes_the
     """The lease is its own column: a claimed delivery keeps its due time and its place in the claim
     index (the claim is a heap-only update, writing no index entries), nobody else claims it while the
     lease runs, and once the lease runs out (a crashed worker) the next claim takes it."""
-    from dispatcher.delivery.worker import claim
+    from dispatcher.delivery.queue import claim
 
     def claim_as(conn: Any, worker: str) -> Any:
         return claim(conn, worker, held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)
@@ -187,18 +187,17 @@ async def test_an_attempt_made_after_the_lease_was_lost_is_logged_but_leaves_the
 ):
     """Another worker took over a delivery whose lease ran out mid-request: the request still happened,
     so it is in that delivery's attempt log, but the delivery's state is the new owner's to decide."""
-    from dispatcher.delivery.worker import SQL, claim
+    from dispatcher.delivery import queue
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 2, account="lost-lease")
-        kept, lost = await claim(conn, "w1", held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)
+        kept, lost = await queue.claim(conn, "w1", held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)
         await conn.execute("UPDATE deliveries SET lease_owner = 'w2' WHERE id = $1", lost["id"])
         now = datetime.now(UTC)
-        await conn.execute(
-            SQL["complete"],
-            [kept["account_id"]], [kept["callback_id"]], ["batch_x"], [2], [now], [3.0], [200], [None], ["ok"],
-            [kept["id"], lost["id"]], [1, 1], ["succeeded", "succeeded"], [1, 1], [0.0, 0.0],
-            "w1",
+        await queue.complete(
+            conn, worker="w1",
+            requests=[queue.Request(kept["account_id"], kept["callback_id"], "batch_x", 2, now, 3.0, 200, None, "ok")],
+            results=[queue.Result(kept["id"], 1, "succeeded", 1, 0.0), queue.Result(lost["id"], 1, "succeeded", 1, 0.0)],
         )  # fmt: skip
         rows = await conn.fetch(
             "SELECT id, status, attempts, lease_owner, attempt_ids FROM deliveries WHERE id = ANY($1) ORDER BY id",
@@ -220,7 +219,7 @@ async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sort
     callback, statistics saying every row is due, the plan reads them in claim order from the index,
     stops at the limit, and updates the rows it locked by their physical address (not by hashing the
     table to join them); its probes for due work never scan the table either."""
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery.queue import SQL
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 20000)
@@ -246,12 +245,12 @@ async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbac
     """Deliveries reference their callback: a flush that locks the callback row to update its health
     must not block (or be blocked by) the inserts of events being recorded for it."""
     from dispatcher import ids
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery import queue
 
     callback_id, _ = await setup_callback(api, receiver)
     cb = ids.decode("cb", callback_id, "callback")
     async with database.pool.acquire() as conn, conn.transaction():
-        await conn.fetch(SQL["lock_callbacks"], [cb])
+        await queue.lock_callbacks(conn, [cb])
         status, body = await asyncio.wait_for(api.post("/v1/events", {"type": "sent", "messageKey": "m1"}), 5)
         assert status == 201, body
     assert await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE callback_id = $1", cb) == 1
@@ -260,7 +259,7 @@ async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbac
 async def test_a_claim_skips_the_wal_flush_wait_for_itself_only(database):
     """A lost claim only makes its rows due again, so its commit does not wait for the WAL flush; the
     setting must end with the claim, or the outcomes written next on that connection could be lost."""
-    from dispatcher.delivery.worker import claim
+    from dispatcher.delivery.queue import claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 20)
@@ -279,7 +278,7 @@ async def test_a_claim_shares_the_workers_room_evenly_over_the_ready_callbacks(d
     """Ten callbacks with work due: a worker with room for 4 jobs gives 4 of them one each (the rest wait
     for the next claim), with room for 15 five get 2 and five 1, with room for 20 each gets 2; never more
     than the room, and none crowds out the others."""
-    from dispatcher.delivery.worker import claim
+    from dispatcher.delivery.queue import claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 5, callbacks=10)
@@ -291,7 +290,7 @@ async def test_a_claim_shares_the_workers_room_evenly_over_the_ready_callbacks(d
 async def test_a_claim_hands_each_callback_no_more_than_its_own_share(database):
     """Three callbacks with 10 due each: one the worker knows as slow (share 1, holding none), one holding
     3 of its share of 5, and one it does not know (the default share, 4)."""
-    from dispatcher.delivery.worker import claim
+    from dispatcher.delivery.queue import claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 10, callbacks=3)
@@ -303,7 +302,7 @@ async def test_a_claim_hands_each_callback_no_more_than_its_own_share(database):
 
 async def test_idle_callbacks_take_no_turn_in_a_claim(database):
     """Fifty active callbacks with nothing due and one with work: the claim's room goes to the one."""
-    from dispatcher.delivery.worker import claim
+    from dispatcher.delivery.queue import claim
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 10)

@@ -70,7 +70,7 @@ def test_batch_body_is_the_payloads_in_the_order_the_events_occurred_and_its_id_
 
 def test_the_claim_strips_exactly_the_keys_the_envelope_adds():
     """The claim removes the envelope's keys from the event data; the worker adds them back."""
-    from dispatcher.delivery.worker import SQL
+    from dispatcher.delivery.queue import SQL
 
     lists = set(re.findall(r"'\{([^}]*)\}'::text\[\]", SQL["claim"]))
     assert len(lists) == 1

@@ -1,0 +1,89 @@
+"""The delivery queue's statements (sql/queue.sql): claim due deliveries under a lease, record outcomes,
+hand back what will not be sent, keep callback health, and read the keys a request is signed with.
+
+The worker never sees SQL: it calls these functions. Their keyword arguments name what each
+statement's positional parameters mean, so callers cannot transpose them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, TypeAlias
+
+import asyncpg
+
+from dispatcher.crypto import Keyring
+from dispatcher.db import queries
+from dispatcher.delivery import policy, signing
+
+SQL = queries("queue")
+Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+
+class Request(NamedTuple):
+    """One HTTP request made: a row of the attempt log."""
+
+    account_id: int
+    callback_id: int
+    webhook_id: str | None  # None when the request could not be built
+    events: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error_kind: str | None
+    excerpt: str | None
+
+
+class Result(NamedTuple):
+    """What one request decided for one delivery it carried."""
+
+    delivery_id: int
+    request: int  # 1-based position of its request in `requests`
+    status: str  # succeeded | pending | failed
+    attempts: int
+    delay: float  # seconds until it is due again (pending)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as one list per column: the arrays the statements unnest."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+async def claim(
+    conn: Conn, worker: str, *, held: dict[int, tuple[int, int]], share: int, limit: int, lease: float,
+    linger: float, room: int,
+) -> list[asyncpg.Record]:  # fmt: skip
+    """Lease due deliveries to `worker`: at most `limit` rows and `room` jobs, no callback beyond its share.
+    `held`: callback → (jobs the worker holds for it, its share); any other callback's share is `share`."""
+    known = list(held)
+    jobs, shares = [held[cb][0] for cb in known], [held[cb][1] for cb in known]
+    return await conn.fetch(SQL["claim"], worker, known, jobs, shares, share, limit, lease, linger, room)
+
+
+async def complete(conn: Conn, *, worker: str, requests: Sequence[Request], results: Sequence[Result]) -> None:
+    """Log each request and apply each delivery's result, where `worker` still holds its lease."""
+    await conn.execute(SQL["complete"], *_columns(requests, 9), *_columns(results, 5), worker)
+
+
+async def release(conn: Conn, *, worker: str, delivery_ids: Sequence[int], due_in: float) -> None:
+    """Hand back deliveries `worker` holds but will not send, due again in `due_in` seconds."""
+    await conn.execute(SQL["release"], worker, list(delivery_ids), due_in)
+
+
+async def lock_callbacks(conn: asyncpg.Connection, callback_ids: Sequence[int]) -> list[asyncpg.Record]:
+    """The current health of these callbacks, locked for the rest of the transaction (in id order)."""
+    return await conn.fetch(SQL["lock_callbacks"], sorted(callback_ids))
+
+
+async def set_health(conn: asyncpg.Connection, health: Sequence[tuple[int, policy.Health]]) -> None:
+    """Store each callback's health as the policy decided it."""
+    rows = [(cb, h.status, h.consecutive_failures, h.failing_since, h.paused_until, h.disabled_reason)
+            for cb, h in health]  # fmt: skip
+    await conn.execute(SQL["set_health"], *_columns(rows, 6))
+
+
+async def signing_keys(conn: Conn, keyring: Keyring, callback_id: int) -> list[bytes]:
+    """The callback's live signing secrets, newest first."""
+    rows = await conn.fetch(SQL["live_secrets"], callback_id)
+    return [signing.secret_bytes(keyring.decrypt(r["secret_enc"])) for r in rows]
