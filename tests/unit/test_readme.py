@@ -7,11 +7,14 @@ from pathlib import Path
 
 from dispatcher.settings import Settings
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def test_every_setting_is_in_the_configuration_table():
-    documented = set(re.findall(r"`(DISPATCHER_[A-Z_]+)`", README))
+    table = CONFIGURATION.split("| variable |", 1)[1]
+    documented = set(re.findall(r"`(DISPATCHER_[A-Z_]+)`", table))
     missing = {f"DISPATCHER_{name.upper()}" for name in Settings.model_fields} - documented
     assert not missing
 
@@ -35,6 +38,14 @@ def test_the_layout_block_names_every_module_and_the_directories_it_lists_exist(
 
 
 def test_the_readme_narrates_no_development_history():
-    """The README describes the product as it is (STYLE.md); benchmark explanations live in bench/README.md."""
-    for word in ("session", "we tried", "reverted", "no longer", "used to"):
-        assert word not in README.lower(), word
+    """The README and docs/ describe the product as it is (STYLE.md); benchmark explanations live in
+    bench/README.md."""
+    for doc in [README, *(p.read_text() for p in (ROOT / "docs").glob("*.md"))]:
+        for word in ("session", "we tried", "reverted", "no longer", "used to"):
+            assert word not in doc.lower(), word
+
+
+def test_the_readme_stays_a_short_users_document_and_its_links_to_docs_resolve():
+    assert len(README.splitlines()) <= 450
+    for target in re.findall(r"\]\((docs/[\w.-]+)\)", README):
+        assert (ROOT / target).is_file(), target
