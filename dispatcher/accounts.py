@@ -108,7 +108,7 @@ async def touch_keys(conn: asyncpg.Connection | asyncpg.Pool, key_ids: list[int]
 async def bootstrap(conn: asyncpg.Connection) -> str | None:
     """On an empty database create the `default` account and a `*` key; return the key, else None."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dispatcher.bootstrap'))")
+        await conn.execute(SQL["lock_bootstrap"])
         if await conn.fetchval(SQL["any_account"]):
             return None
         account = await create_account(conn, "default")

@@ -124,12 +124,8 @@ async def update_callback(
         row, verification_key = await start_handshake(conn, keyring, current["id"], account_id, lease=lease)
     if status == "active" and current["status"] == "disabled":
         # Deliveries that waited while it was disabled flow again, oldest first.
-        await conn.execute(
-            "UPDATE deliveries SET next_attempt_at = now() WHERE callback_id = $1 AND status = 'pending'"
-            " AND next_attempt_at > now()",
-            current["id"],
-        )
-        await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
+        await conn.execute(SQL["resume_deliveries"], current["id"])
+        await conn.execute(SQL["notify_deliveries"])
     return row, verification_key
 
 

@@ -56,6 +56,14 @@ def queries(concept: str) -> dict[str, str]:
     return {name: _USE.sub(use, body) for name, body in blocks.items()}
 
 
+_SQL = queries("db")
+
+
+async def ping(conn: asyncpg.Connection) -> None:
+    """A round trip: raises when the database does not answer."""
+    await conn.fetchval(_SQL["ping"])
+
+
 _MIGRATION_FILE = re.compile(r"^(\d{4})_\w+\.sql$")
 
 
@@ -189,13 +197,9 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
 
 async def _version(conn: asyncpg.Connection) -> int | None:
     """The database's schema version; None when it has no dispatcher schema yet."""
-    # pg_class by query (this statement's snapshot), not to_regclass(): that looks the name up in the
-    # backend's catalog cache without a lock, which may still hold "no such table" from before the
-    # migration lock was granted (another process created the schema meanwhile).
-    table = "SELECT 1 FROM pg_class WHERE relname = 'schema_version' AND relnamespace = current_schema()::regnamespace"
-    if not await conn.fetchval(f"SELECT EXISTS ({table})"):
+    if not await conn.fetchval(_SQL["schema_table_exists"]):
         return None
-    version = await conn.fetchval("SELECT max(version) FROM schema_version")
+    version = await conn.fetchval(_SQL["applied_version"])
     if version is None:
         raise RuntimeError("schema_version is empty: the database holds a schema dispatcher did not record")
     return int(version)
@@ -210,7 +214,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
     version = await _version(conn)
     while version is None or version < SCHEMA_VERSION:
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(_SQL["lock_migrations"], _MIGRATION_LOCK)
             version = await _version(conn)
             if version is None:
                 await conn.execute(schema_sql())  # records SCHEMA_VERSION itself
@@ -219,7 +223,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
             elif version < SCHEMA_VERSION:
                 name, text = migrations()[version + 1]
                 await conn.execute(text)
-                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version + 1)
+                await conn.execute(_SQL["record_migration"], version + 1)
                 version += 1
                 log.info("schema migrated", version=version, migration=name)
     return version

@@ -11,15 +11,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-_QUEUE_SQL = """
-SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,
-       (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0) FROM deliveries d
-         JOIN callbacks c ON c.id = d.callback_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND d.leased_until <= now()
-          AND c.status IN ('active', 'failing')) AS oldest_due,
-       (SELECT count(*) FROM messages WHERE status IN ('queued', 'scheduled')) AS mail_queued
-"""
-_CALLBACKS_SQL = "SELECT status, count(*) AS n FROM callbacks GROUP BY status"
+from dispatcher.db import queries
+
+SQL = queries("metrics")
 
 
 class Metrics:
@@ -52,8 +46,8 @@ class Metrics:
 
     async def render(self, pool: asyncpg.Pool) -> bytes:
         async with pool.acquire() as conn:
-            queue = await conn.fetchrow(_QUEUE_SQL)
-            states = await conn.fetch(_CALLBACKS_SQL)
+            queue = await conn.fetchrow(SQL["queue_gauges"])
+            states = await conn.fetch(SQL["callback_gauges"])
         self.pending.set(queue["pending"])
         self.oldest_due.set(float(queue["oldest_due"]))
         self.mail_queued.set(queue["mail_queued"])

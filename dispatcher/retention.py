@@ -49,7 +49,7 @@ class Purger:
             total = 0
             while not self._loop.stopping:
                 async with self.db.pool.acquire() as conn, conn.transaction():
-                    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
+                    if not await conn.fetchval(SQL["try_lock"], _LOCK):
                         return done  # another process is purging
                     status = await conn.execute(SQL[name], age, self.settings.purge_batch)
                 count = int(status.split()[-1])

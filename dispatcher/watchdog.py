@@ -68,7 +68,7 @@ class DatabaseWatch:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(self.db.url)
-                await self._conn.fetchval("SELECT 1")
+                await db.ping(self._conn)
             return True
         except db.DB_ERRORS:
             await self._disconnect()

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from dispatcher.api.keys import DB, DB_WATCH, METRICS, SETTINGS
 from dispatcher.api.routing import Call, Router, json_response
+from dispatcher.db import ping
 from dispatcher.errors import NotFound, Unauthorized
 from dispatcher.metrics import CONTENT_TYPE
 
@@ -38,7 +39,7 @@ async def readyz(call: Call) -> Any:
     try:
         async with asyncio.timeout(2):
             async with call.app[DB].pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+                await ping(conn)
     except Exception:
         return json_response({"status": "unavailable", "database": "unreachable"}, 503)
     return {"status": "ok"}

@@ -37,9 +37,7 @@ async def create_definition(
     conn: asyncpg.Connection, account_id: int, body: DefinitionCreate, quota: int
 ) -> asyncpg.Record:
     async with conn.transaction():
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('dispatcher.definitions'), $1::int)", account_id % 2**31
-        )
+        await conn.execute(SQL["lock_definitions"], account_id % 2**31)
         if await conn.fetchval(SQL["definitions_created_recently"], account_id) >= quota:
             raise RateLimited(
                 f"at most {quota} send definitions may be created per 7 days", headers={"Retry-After": "3600"}

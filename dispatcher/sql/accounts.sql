@@ -42,3 +42,7 @@ FROM api_keys k WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 -- Note that keys were used (to the minute: a busy key is not rewritten on every lookup).
 UPDATE api_keys SET last_used_at = now()
 WHERE id = ANY($1::bigint[]) AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+
+-- name: lock_bootstrap
+-- Serialises processes starting together on an empty database, so one of them creates the default account.
+SELECT pg_advisory_xact_lock(hashtext('dispatcher.bootstrap'))

@@ -110,3 +110,12 @@ WHERE id = $1 AND account_id = $2 RETURNING *
 -- name: delete_subscription
 -- Remove a subscription.
 DELETE FROM subscriptions WHERE id = $1 AND account_id = $2 RETURNING id
+
+-- name: resume_deliveries
+-- Deliveries that waited while their callback was disabled become due now, oldest first.
+UPDATE deliveries SET next_attempt_at = now()
+WHERE callback_id = $1 AND status = 'pending' AND next_attempt_at > now()
+
+-- name: notify_deliveries
+-- Wake workers at commit.
+-- use: events.notify_deliveries

@@ -22,3 +22,7 @@ DELETE FROM messages WHERE id IN (
 -- Rendered bodies older than the body retention; metadata and events stay.
 UPDATE messages SET rendered = NULL WHERE id IN (
     SELECT id FROM messages WHERE rendered IS NOT NULL AND created_at < now() - make_interval(secs => $1) LIMIT $2)
+
+-- name: try_lock
+-- One process purges at a time; the others skip the round.
+SELECT pg_try_advisory_xact_lock($1)

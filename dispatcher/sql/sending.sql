@@ -121,3 +121,7 @@ WHERE m.id = u.id AND m.lease_owner = $1
 -- name: suppress
 -- Add an address to the account's suppression list.
 INSERT INTO suppressions (account_id, address, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING
+
+-- name: lock_definitions
+-- Serialises an account's definition creations, so the weekly quota is counted exactly ($1: account id folded into an int).
+SELECT pg_advisory_xact_lock(hashtext('dispatcher.definitions'), $1::int)
