@@ -8,7 +8,7 @@ transaction and wakes the workers on commit.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -298,6 +298,18 @@ def decode_cursor(cursor: str | None) -> int:
     if not _CURSOR.fullmatch(cursor):
         raise InvalidRequest("cursor is not one this API returned", field="cursor")
     return int(cursor)
+
+
+async def keyset_page(
+    name: str, cursor: str | None, limit: int,
+    fetch: Callable[[int, int], Awaitable[Sequence[Mapping[str, Any]]]], item: Callable[[Any], Any],
+) -> dict[str, Any]:  # fmt: skip
+    """One page of a listing ordered by id: `fetch(after_id, limit)` reads the rows after the cursor,
+    `item` shapes each. A full page carries the next page's cursor, even when nothing follows it (that
+    request answers an empty page); a short one is the last."""
+    rows = await fetch(decode_cursor(cursor), limit)
+    next_cursor = encode_cursor(rows[-1]["id"]) if len(rows) == limit else None
+    return {name: [item(r) for r in rows], "nextCursor": next_cursor}
 
 
 async def list_events(

@@ -341,12 +341,14 @@ async def list_deliveries(call: Call) -> Any:
     q: DeliveriesQuery = call.query
     async with call.app[DB].read_pool.acquire() as conn:
         cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
-        rows = await history.list_deliveries(
-            conn, _account(call), cb["id"], after_id=events.decode_cursor(q.cursor), status=q.status,
-            since=q.since, until=q.until, limit=q.limit,
+        return await events.keyset_page(
+            "deliveries", q.cursor, q.limit,
+            lambda after_id, limit: history.list_deliveries(
+                conn, _account(call), cb["id"], after_id=after_id, status=q.status, since=q.since, until=q.until,
+                limit=limit,
+            ),
+            history.delivery_json,
         )  # fmt: skip
-    cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
-    return {"deliveries": [history.delivery_json(r) for r in rows], "nextCursor": cursor}
 
 
 @router.route("GET", "/v1/callbacks/{callbackId}/attempts", summary="A callback's attempt log: every request, in the order recorded",
@@ -355,13 +357,15 @@ async def list_attempts(call: Call) -> Any:
     q: AttemptsQuery = call.query
     async with call.app[DB].read_pool.acquire() as conn:
         cb = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
-        rows = await history.callback_attempts(
-            conn, _account(call), cb["id"], after_id=events.decode_cursor(q.cursor),
-            succeeded=None if q.outcome is None else q.outcome == "succeeded", since=q.since, until=q.until,
-            limit=q.limit,
+        return await events.keyset_page(
+            "attempts", q.cursor, q.limit,
+            lambda after_id, limit: history.callback_attempts(
+                conn, _account(call), cb["id"], after_id=after_id,
+                succeeded=None if q.outcome is None else q.outcome == "succeeded", since=q.since, until=q.until,
+                limit=limit,
+            ),
+            history.attempt_json,
         )  # fmt: skip
-    cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
-    return {"attempts": [history.attempt_json(r) for r in rows], "nextCursor": cursor}
 
 
 @router.route("POST", "/v1/callbacks/{callbackId}/recover", summary="Re-queue failed deliveries in a window",

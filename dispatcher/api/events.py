@@ -96,20 +96,16 @@ async def post_events(call: Call) -> Any:
 async def get_events(call: Call) -> Any:
     q: EventsQuery = call.query  # since at or after until is an empty window: no events, not an error
     assert call.principal is not None
+    account_id = call.principal.account_id
     async with call.app[DB].read_pool.acquire() as conn:
-        rows = await events.list_events(
-            conn,
-            call.principal.account_id,
-            after_id=events.decode_cursor(q.cursor),
-            types=q.type,
-            message_key=q.messageKey,
-            definition_key=q.definitionKey,
-            since=q.since,
-            until=q.until,
-            limit=q.limit,
-        )
-    next_cursor = events.encode_cursor(rows[-1]["id"]) if len(rows) == q.limit else None
-    return {"events": [events.event_json(r) for r in rows], "nextCursor": next_cursor}
+        return await events.keyset_page(
+            "events", q.cursor, q.limit,
+            lambda after_id, limit: events.list_events(
+                conn, account_id, after_id=after_id, types=q.type, message_key=q.messageKey,
+                definition_key=q.definitionKey, since=q.since, until=q.until, limit=limit,
+            ),
+            events.event_json,
+        )  # fmt: skip
 
 
 async def message_history(call: Call, message_key: str) -> dict[str, Any]:
