@@ -113,7 +113,11 @@ async def service(checkout: Path, receiver_port: int) -> AsyncIterator[str]:
     port = free_port()
     env = {**user_env(port), **make_run_settings(), "DISPATCHER_LOG_FORMAT": "json"}
     log = (checkout / "serve.log").open("wb")
-    proc = make_run(checkout, env, log)
+    try:
+        proc = make_run(checkout, env, log)
+    except BaseException:
+        log.close()
+        raise
     url = f"http://127.0.0.1:{port}"
     try:
         async with asyncio.timeout(120), aiohttp.ClientSession() as session:
