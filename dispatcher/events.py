@@ -173,18 +173,32 @@ def event_id(n: int) -> str:
     return f"evt_{n}"
 
 
+class EventOut(BaseModel):
+    """An event as the API shows it: the response schema and, through event_json, every answer."""
+
+    eventId: str
+    id: str | None
+    type: str
+    messageKey: str
+    definitionKey: str | None
+    recipient: str | None
+    occurredAt: str
+    recordedAt: str
+    data: dict[str, Any]
+
+
 def event_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "eventId": event_id(row["id"]),
-        "id": row["client_id"],
-        "type": row["type"],
-        "messageKey": row["message_key"],
-        "definitionKey": row["definition_key"],
-        "recipient": row["recipient"],
-        "occurredAt": row["occurred_at"].isoformat(),
-        "recordedAt": row["recorded_at"].isoformat(),
-        "data": row["data"],
-    }
+    return EventOut(
+        eventId=event_id(row["id"]),
+        id=row["client_id"],
+        type=row["type"],
+        messageKey=row["message_key"],
+        definitionKey=row["definition_key"],
+        recipient=row["recipient"],
+        occurredAt=row["occurred_at"].isoformat(),
+        recordedAt=row["recorded_at"].isoformat(),
+        data=row["data"],
+    ).model_dump()
 
 
 async def record_events(

@@ -12,6 +12,7 @@ from dispatcher import callbacks, events, handshake
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
 from dispatcher.delivery import history, outbound
+from dispatcher.delivery.history import AttemptOut, CallbackAttemptOut, DeliveryOut
 from dispatcher.errors import Conflict
 from dispatcher.inputs import WHOLE, Description, Int, Name, Omittable, Url
 from dispatcher.logs import get_logger
@@ -140,23 +141,6 @@ class DeliveriesQuery(BaseModel):
     cursor: events.Cursor | None = None
 
 
-class CallbackAttemptOut(BaseModel):
-    attemptId: str
-    startedAt: str
-    durationMs: float
-    statusCode: int | None
-    errorKind: str | None
-    responseBody: str | None
-    webhookId: str | None = Field(description="The webhook-id header of the request (a batch's is shared)")
-    events: int = Field(description="Events the request carried: 1, or the batch's size")
-
-
-class AttemptOut(CallbackAttemptOut):
-    number: int = Field(
-        description="The n-th request that carried this delivery, from 1 (a request sent after its lease was lost counts here, not in attemptCount)"
-    )
-
-
 class AttemptListOut(BaseModel):
     attempts: list[CallbackAttemptOut]
     nextCursor: str | None
@@ -169,21 +153,6 @@ class AttemptsQuery(BaseModel):
     until: events.Timestamp | None = None
     limit: int = Field(100, ge=1, le=1000)
     cursor: events.Cursor | None = None
-
-
-class DeliveryOut(BaseModel):
-    deliveryId: str
-    eventId: str
-    callbackId: str
-    eventType: str
-    messageKey: str
-    status: str
-    attemptCount: int
-    nextAttemptAt: str | None
-    lastAttemptAt: str | None
-    lastStatusCode: int | None
-    lastError: str | None
-    createdAt: str
 
 
 class DeliveryDetailOut(DeliveryOut):

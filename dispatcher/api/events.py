@@ -10,6 +10,7 @@ from dispatcher import events
 from dispatcher.api.keys import DB, EVENT_WRITER, METRICS
 from dispatcher.api.routing import Call, Router, json_response, validate
 from dispatcher.errors import NotFound
+from dispatcher.events import EventOut
 
 router = Router()
 _TAGS = frozenset(events.EVENT_TYPES)
@@ -32,18 +33,6 @@ class EventsQuery(BaseModel):
     until: events.Timestamp | None = None
     limit: int = Field(100, ge=1, le=1000)
     cursor: events.Cursor | None = None
-
-
-class EventOut(BaseModel):
-    eventId: str
-    id: str | None
-    type: str
-    messageKey: str
-    definitionKey: str | None
-    recipient: str | None
-    occurredAt: str
-    recordedAt: str
-    data: dict[str, Any]
 
 
 class EventListOut(BaseModel):

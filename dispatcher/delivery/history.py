@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from pydantic import BaseModel, Field
 
 from dispatcher import events, ids
 from dispatcher.db import queries
@@ -14,38 +15,77 @@ from dispatcher.errors import NotFound
 SQL = queries("deliveries")
 
 
+class DeliveryOut(BaseModel):
+    """A delivery as the API shows it: the response schema and, through delivery_json, every answer."""
+
+    deliveryId: str
+    eventId: str
+    callbackId: str
+    eventType: str
+    messageKey: str
+    status: str
+    attemptCount: int
+    nextAttemptAt: str | None
+    lastAttemptAt: str | None
+    lastStatusCode: int | None
+    lastError: str | None
+    createdAt: str
+
+
+class CallbackAttemptOut(BaseModel):
+    """One request in a callback's attempt log; attempt_json builds it."""
+
+    attemptId: str
+    startedAt: str
+    durationMs: float
+    statusCode: int | None
+    errorKind: str | None
+    responseBody: str | None
+    webhookId: str | None = Field(description="The webhook-id header of the request (a batch's is shared)")
+    events: int = Field(description="Events the request carried: 1, or the batch's size")
+
+
+class AttemptOut(CallbackAttemptOut):
+    """One request in a delivery's history, with its number among that delivery's attempts."""
+
+    number: int = Field(
+        description="The n-th request that carried this delivery, from 1 (a request sent after its lease was lost counts here, not in attemptCount)"
+    )
+
+
 def delivery_json(row: asyncpg.Record) -> dict[str, Any]:
     pending = row["status"] == "pending"
-    return {
-        "deliveryId": ids.encode("dlv", row["id"]),
-        "eventId": events.event_id(row["event_id"]),
-        "callbackId": ids.encode("cb", row["callback_id"]),
-        "eventType": row["type"],
-        "messageKey": row["message_key"],
-        "status": row["status"],
-        "attemptCount": row["attempts"],
-        "nextAttemptAt": row["next_attempt_at"].isoformat() if pending else None,
-        "lastAttemptAt": row["last_attempt_at"].isoformat() if row["last_attempt_at"] else None,
-        "lastStatusCode": row["last_status_code"],
-        "lastError": row["last_error"],
-        "createdAt": row["created_at"].isoformat(),
-    }
+    return DeliveryOut(
+        deliveryId=ids.encode("dlv", row["id"]),
+        eventId=events.event_id(row["event_id"]),
+        callbackId=ids.encode("cb", row["callback_id"]),
+        eventType=row["type"],
+        messageKey=row["message_key"],
+        status=row["status"],
+        attemptCount=row["attempts"],
+        nextAttemptAt=row["next_attempt_at"].isoformat() if pending else None,
+        lastAttemptAt=row["last_attempt_at"].isoformat() if row["last_attempt_at"] else None,
+        lastStatusCode=row["last_status_code"],
+        lastError=row["last_error"],
+        createdAt=row["created_at"].isoformat(),
+    ).model_dump()
 
 
 def attempt_json(row: asyncpg.Record) -> dict[str, Any]:
-    """One request; in a delivery's history also its number among that delivery's attempts."""
-    numbered = {"number": row["number"]} if "number" in row else {}
-    return {
-        "attemptId": ids.encode("att", row["id"]),
-        **numbered,
-        "startedAt": row["started_at"].isoformat(),
-        "durationMs": round(row["duration_ms"], 2),
-        "statusCode": row["status_code"],
-        "errorKind": row["error_kind"],
-        "responseBody": row["response_body"],
-        "webhookId": row["webhook_id"],
-        "events": row["events"],
-    }
+    """One request; in a delivery's history (a row with its number) an AttemptOut."""
+    fields: dict[str, Any] = dict(
+        attemptId=ids.encode("att", row["id"]),
+        startedAt=row["started_at"].isoformat(),
+        durationMs=round(row["duration_ms"], 2),
+        statusCode=row["status_code"],
+        errorKind=row["error_kind"],
+        responseBody=row["response_body"],
+        webhookId=row["webhook_id"],
+        events=row["events"],
+    )
+    if "number" in row:
+        return AttemptOut(number=row["number"], **fields).model_dump()
+    return CallbackAttemptOut(**fields).model_dump()
 
 
 async def get_delivery(conn: asyncpg.Connection, account_id: int, delivery_id: str) -> dict[str, Any]:
