@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
+from dispatcher import ids
 from dispatcher.db import queries
 from dispatcher.errors import InvalidRequest
 from dispatcher.inputs import Int
@@ -170,7 +171,7 @@ class NewEvent:
 
 
 def event_id(n: int) -> str:
-    return f"evt_{n}"
+    return ids.encode("evt", n)
 
 
 class EventOut(BaseModel):
@@ -199,6 +200,13 @@ def event_json(row: asyncpg.Record) -> dict[str, Any]:
         recordedAt=row["recorded_at"].isoformat(),
         data=row["data"],
     ).model_dump()
+
+
+async def record_event(
+    conn: asyncpg.Connection, account_id: int, type_: str, message_key: str, data: dict[str, Any]
+) -> None:
+    """One event from inside the service (a callback turning failing, …), in the caller's transaction."""
+    await record_events(conn, account_id, [NewEvent(type=type_, message_key=message_key, data=data)])
 
 
 async def record_events(

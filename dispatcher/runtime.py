@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatcher import accounts, crypto, db
+from dispatcher import accounts, crypto, db, events
 from dispatcher.api import app as api
 from dispatcher.api.keys import DB, DB_WATCH, KEYRING, METRICS, SERVICES, SETTINGS
 from dispatcher.delivery.worker import DeliveryWorker
@@ -102,7 +102,7 @@ async def _services(app: web.Application, *, role: str) -> AsyncIterator[None]:
 
 
 def _delivery_worker(app: web.Application) -> DeliveryWorker:
-    return DeliveryWorker(app[DB], app[SETTINGS], app[KEYRING], app.get(METRICS))
+    return DeliveryWorker(app[DB], app[SETTINGS], app[KEYRING], events.record_event, app.get(METRICS))
 
 
 def _mail_sender(app: web.Application) -> MailSender:

@@ -8,8 +8,9 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, Field
 
-from dispatcher import events, ids
+from dispatcher import ids
 from dispatcher.db import queries
+from dispatcher.delivery import queue
 from dispatcher.errors import NotFound
 
 SQL = queries("deliveries")
@@ -57,7 +58,7 @@ def delivery_json(row: asyncpg.Record) -> dict[str, Any]:
     pending = row["status"] == "pending"
     return DeliveryOut(
         deliveryId=ids.encode("dlv", row["id"]),
-        eventId=events.event_id(row["event_id"]),
+        eventId=ids.encode("evt", row["event_id"]),
         callbackId=ids.encode("cb", row["callback_id"]),
         eventType=row["type"],
         messageKey=row["message_key"],
@@ -113,7 +114,7 @@ async def callback_attempts(
 async def retry(conn: asyncpg.Connection, account_id: int, delivery_id: str) -> None:
     if await conn.fetchval(SQL["retry_delivery"], ids.decode("dlv", delivery_id, "delivery"), account_id) is None:
         raise NotFound("no such delivery")
-    await conn.execute(events.SQL["notify_deliveries"])
+    await queue.notify(conn)
 
 
 async def recover(
@@ -122,7 +123,7 @@ async def recover(
     status = await conn.execute(SQL["recover"], callback_id, account_id, since, until)
     count = int(status.split()[-1])
     if count:
-        await conn.execute(events.SQL["notify_deliveries"])
+        await queue.notify(conn)
     return count
 
 

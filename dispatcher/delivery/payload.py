@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from dispatcher import events, ids
+from dispatcher import ids
 
 
 def event_payload(row: Mapping[str, Any]) -> str:
@@ -23,7 +23,7 @@ def event_payload(row: Mapping[str, Any]) -> str:
     occurred = row["occurred_at"].isoformat()  # as the history API writes it
     envelope = orjson.dumps(
         {
-            "eventId": events.event_id(row["event_id"]),
+            "eventId": ids.encode("evt", row["event_id"]),
             "messageKey": row["message_key"],
             "definitionKey": row["definition_key"],
             "recipient": row["recipient"],

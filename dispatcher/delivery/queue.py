@@ -87,3 +87,8 @@ async def signing_keys(conn: Conn, keyring: Keyring, callback_id: int) -> list[b
     """The callback's live signing secrets, newest first."""
     rows = await conn.fetch(SQL["live_secrets"], callback_id)
     return [signing.secret_bytes(keyring.decrypt(r["secret_enc"])) for r in rows]
+
+
+async def notify(conn: asyncpg.Connection) -> None:
+    """Wake the workers of every process (at commit, when called in a transaction)."""
+    await conn.execute(SQL["notify"])

@@ -16,13 +16,14 @@ import asyncio
 import random
 import time
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from dispatcher import events, ids
+from dispatcher import ids
 from dispatcher.crypto import Keyring
 from dispatcher.db import DB_ERRORS, Database
 from dispatcher.delivery import outbound, payload, policy, queue, signing
@@ -38,6 +39,11 @@ HANDBACK_DELAY = 2.0  # seconds before a delivery this worker could not send is 
 # next rounds are already queued locally while a claim is on its way. A slow callback gets one round.
 ROUNDS = 4
 WINDOW_TTL = 60.0  # seconds; how often windows of callbacks that hold nothing and answered last are forgotten
+
+
+# Records an event in the caller's transaction: (conn, account_id, type, messageKey, data). The runtime
+# passes events.record_event, so the worker needs nothing from the layer above it.
+RecordEvent = Callable[[asyncpg.Connection, int, str, str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -62,8 +68,11 @@ class Outcome:
 
 
 class DeliveryWorker:
-    def __init__(self, database: Database, settings: Settings, keyring: Keyring, metrics: Any = None):
+    def __init__(
+        self, database: Database, settings: Settings, keyring: Keyring, record: RecordEvent, metrics: Any = None
+    ):
         self.db, self.settings, self.keyring, self.metrics = database, settings, keyring, metrics
+        self.record = record  # operational events (callback.failing, …) go through the one event path
         self.id = worker_id()
         self.retry = policy.RetryPolicy(tuple(settings.retry_schedule), settings.retry_jitter, settings.retry_after_max)
         self.rules = policy.HealthRules(
@@ -433,5 +442,4 @@ class DeliveryWorker:
                 continue
             data = {"callbackId": callback_id, "name": row["name"], "url": row["url"],
                     "consecutiveFailures": health.consecutive_failures, "reason": health.disabled_reason}  # fmt: skip
-            event = events.NewEvent(type=f"callback.{health.status}", message_key=callback_id, data=data)
-            await events.record_events(conn, row["account_id"], [event])
+            await self.record(conn, row["account_id"], f"callback.{health.status}", callback_id, data)

@@ -53,8 +53,8 @@ SELECT id, client_id, type, message_key, definition_key, recipient, occurred_at,
 FROM events WHERE account_id = $1 AND client_id = ANY($2::text[])
 
 -- name: notify_deliveries
--- Wake workers; delivered at commit, collapsed within a transaction.
-SELECT pg_notify('dispatcher_deliveries', '')
+-- Wake workers (the queue's own statement).
+-- use: queue.notify
 
 -- name: list_events
 -- Keyset page, oldest first; every filter optional.

@@ -139,3 +139,7 @@ WHERE lease_owner = $1 AND status = 'pending' AND id = ANY($2::bigint[])
 SELECT secret_enc FROM callback_secrets
 WHERE callback_id = $1 AND (valid_until IS NULL OR valid_until > now())
 ORDER BY id DESC
+
+-- name: notify
+-- Wake workers; delivered at commit, collapsed within a transaction.
+SELECT pg_notify('dispatcher_deliveries', '')
