@@ -6,9 +6,10 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
+from pydantic import BaseModel, Field
 
 from dispatcher import ids
 from dispatcher.crypto import Keyring, new_signing_secret
@@ -27,37 +28,76 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def verification_json(row: asyncpg.Record) -> dict[str, Any] | None:
-    """The latest handshake: None for a callback whose handshake predates this record (schema version 4)."""
+# The response models are the mappers' output, so a field cannot be in one and missing from the other.
+# Comments, not docstrings: pydantic would publish a docstring as the schema's description.
+class VerificationOut(BaseModel):
+    status: Literal["sent", "delivered", "failed"] = Field(
+        description="sent: no answer recorded yet; delivered: the URL answered 2xx; failed: it did not"
+    )
+    attempts: int = Field(description="Requests made with the current key")
+    lastAttemptAt: str | None
+    statusCode: int | None = Field(description="The URL's answer to the last request, if it answered")
+    error: str | None = Field(description="Why the last request got no answer: connection_error, timeout, ...")
+    nextAttemptAt: str | None = Field(description="When it is sent again unless answered first; null: not again")
+    resend: str | None = Field(description="The request that sends a fresh key now; null once verified")
+
+
+class CallbackOut(BaseModel):
+    callbackId: str
+    name: str
+    url: str
+    description: str | None
+    maxBatchSize: int
+    status: str
+    consecutiveFailures: int
+    failingSince: str | None
+    disabledReason: str | None
+    createdAt: str
+    updatedAt: str
+    verification: VerificationOut | None = Field(
+        description="The ownership handshake: the latest verification request and its outcome"
+    )
+    signingSecret: str | None = None
+
+
+def _verification(row: asyncpg.Record) -> VerificationOut | None:
     if row["verification_status"] is None:
         return None
     pending = row["status"] == "pending_verification"
-    return {
-        "status": row["verification_status"],
-        "attempts": row["verification_attempts"],
-        "lastAttemptAt": _iso(row["verification_last_attempt_at"]),
-        "statusCode": row["verification_status_code"],
-        "error": row["verification_error"],
-        "nextAttemptAt": _iso(row["verification_next_at"]),
-        "resend": f"POST /v1/callbacks/{ids.encode('cb', row['id'])}/verification" if pending else None,
-    }
+    return VerificationOut(
+        status=row["verification_status"],
+        attempts=row["verification_attempts"],
+        lastAttemptAt=_iso(row["verification_last_attempt_at"]),
+        statusCode=row["verification_status_code"],
+        error=row["verification_error"],
+        nextAttemptAt=_iso(row["verification_next_at"]),
+        resend=f"POST /v1/callbacks/{ids.encode('cb', row['id'])}/verification" if pending else None,
+    )
 
 
-def callback_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "callbackId": ids.encode("cb", row["id"]),
-        "name": row["name"],
-        "url": row["url"],
-        "description": row["description"],
-        "maxBatchSize": row["max_batch_size"],
-        "status": row["status"],
-        "consecutiveFailures": row["consecutive_failures"],
-        "failingSince": row["failing_since"].isoformat() if row["failing_since"] else None,
-        "disabledReason": row["disabled_reason"],
-        "createdAt": row["created_at"].isoformat(),
-        "updatedAt": row["updated_at"].isoformat(),
-        "verification": verification_json(row),
-    }
+def verification_json(row: asyncpg.Record) -> dict[str, Any] | None:
+    """The latest handshake: None for a callback whose handshake predates this record (schema version 4)."""
+    verification = _verification(row)
+    return verification.model_dump() if verification else None
+
+
+def callback_json(row: asyncpg.Record, signing_secret: str | None = None) -> dict[str, Any]:
+    """signingSecret appears only in the answer that creates the callback, the one time it is shown."""
+    return CallbackOut(
+        callbackId=ids.encode("cb", row["id"]),
+        name=row["name"],
+        url=row["url"],
+        description=row["description"],
+        maxBatchSize=row["max_batch_size"],
+        status=row["status"],
+        consecutiveFailures=row["consecutive_failures"],
+        failingSince=row["failing_since"].isoformat() if row["failing_since"] else None,
+        disabledReason=row["disabled_reason"],
+        createdAt=row["created_at"].isoformat(),
+        updatedAt=row["updated_at"].isoformat(),
+        verification=_verification(row),
+        signingSecret=signing_secret,
+    ).model_dump(exclude={"signingSecret"} if signing_secret is None else None)
 
 
 async def start_handshake(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dispatcher import callbacks, events, handshake
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
+from dispatcher.callbacks import CallbackOut, VerificationOut
 from dispatcher.delivery import history, outbound
 from dispatcher.delivery.history import AttemptOut, CallbackAttemptOut, DeliveryOut
 from dispatcher.errors import Conflict
@@ -50,36 +51,6 @@ class CallbackPatch(BaseModel):
     status: Omittable[Literal["active", "disabled"]] = Field(
         None, description="'active' re-enables a disabled callback."
     )
-
-
-class VerificationOut(BaseModel):
-    status: Literal["sent", "delivered", "failed"] = Field(
-        description="sent: no answer recorded yet; delivered: the URL answered 2xx; failed: it did not"
-    )
-    attempts: int = Field(description="Requests made with the current key")
-    lastAttemptAt: str | None
-    statusCode: int | None = Field(description="The URL's answer to the last request, if it answered")
-    error: str | None = Field(description="Why the last request got no answer: connection_error, timeout, ...")
-    nextAttemptAt: str | None = Field(description="When it is sent again unless answered first; null: not again")
-    resend: str | None = Field(description="The request that sends a fresh key now; null once verified")
-
-
-class CallbackOut(BaseModel):
-    callbackId: str
-    name: str
-    url: str
-    description: str | None
-    maxBatchSize: int
-    status: str
-    consecutiveFailures: int
-    failingSince: str | None
-    disabledReason: str | None
-    createdAt: str
-    updatedAt: str
-    verification: VerificationOut | None = Field(
-        description="The ownership handshake: the latest verification request and its outcome"
-    )
-    signingSecret: str | None = None
 
 
 class CallbackListOut(BaseModel):
@@ -225,7 +196,7 @@ async def create_callback(call: Call) -> Any:
             description=body.description, max_batch_size=body.maxBatchSize, lease=handshake.lease(call.app[SETTINGS]),
         )  # fmt: skip
     _send_verification(call.app, row, key)
-    return {**callbacks.callback_json(row), "signingSecret": secret}
+    return callbacks.callback_json(row, signing_secret=secret)
 
 
 @router.route("GET", "/v1/callbacks", summary="List callbacks", scope="callbacks:manage",
