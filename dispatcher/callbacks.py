@@ -214,17 +214,28 @@ async def rotate_secret(
 # --- subscriptions -----------------------------------------------------------------------------
 
 
+class SubscriptionOut(BaseModel):
+    subscriptionId: str
+    name: str
+    callbackId: str
+    eventTypes: list[str]
+    filters: dict[str, Any]
+    status: str
+    createdAt: str
+    updatedAt: str
+
+
 def subscription_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "subscriptionId": ids.encode("sub", row["id"]),
-        "name": row["name"],
-        "callbackId": ids.encode("cb", row["callback_id"]),
-        "eventTypes": list(row["event_types"]),
-        "filters": row["filters"],
-        "status": row["status"],
-        "createdAt": row["created_at"].isoformat(),
-        "updatedAt": row["updated_at"].isoformat(),
-    }
+    return SubscriptionOut(
+        subscriptionId=ids.encode("sub", row["id"]),
+        name=row["name"],
+        callbackId=ids.encode("cb", row["callback_id"]),
+        eventTypes=list(row["event_types"]),
+        filters=row["filters"],
+        status=row["status"],
+        createdAt=row["created_at"].isoformat(),
+        updatedAt=row["updated_at"].isoformat(),
+    ).model_dump()
 
 
 async def create_subscription(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dispatcher import callbacks, events, handshake
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
-from dispatcher.callbacks import CallbackOut, VerificationOut
+from dispatcher.callbacks import CallbackOut, SubscriptionOut, VerificationOut
 from dispatcher.delivery import history, outbound
 from dispatcher.delivery.history import AttemptOut, CallbackAttemptOut, DeliveryOut
 from dispatcher.errors import Conflict
@@ -81,17 +81,6 @@ class SubscriptionPatch(BaseModel):
     eventTypes: Omittable[Annotated[list[SubscribableType], Field(min_length=1, max_length=20)]] = None
     filters: Omittable[Annotated[dict[Annotated[str, Field(max_length=100)], FilterValue], Field(max_length=20)]] = None
     status: Omittable[Literal["active", "paused"]] = None
-
-
-class SubscriptionOut(BaseModel):
-    subscriptionId: str
-    name: str
-    callbackId: str
-    eventTypes: list[str]
-    filters: dict[str, Any]
-    status: str
-    createdAt: str
-    updatedAt: str
 
 
 class SubscriptionListOut(BaseModel):

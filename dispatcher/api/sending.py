@@ -13,6 +13,7 @@ from dispatcher.api.keys import DB, KEYRING, SEND_WRITER, SETTINGS
 from dispatcher.api.routing import Call, Router, json_response, validate
 from dispatcher.errors import Conflict, InvalidRequest, NotFound
 from dispatcher.sending import models, service, tracking
+from dispatcher.sending.service import DefinitionOut
 
 router = Router()
 SEND_MAX_BODY = 4 * 1024 * 1024  # attachments may total 2 MB decoded: ~2.7 MB as base64, plus the rest
@@ -30,17 +31,6 @@ class BatchOut(BaseModel):
     accepted: int
     failed: int
     responses: list[dict[str, Any]]
-
-
-class DefinitionOut(BaseModel):
-    definitionKey: str
-    name: str
-    status: str
-    description: str | None
-    content: dict[str, Any]
-    options: dict[str, Any]
-    createdAt: str
-    updatedAt: str
 
 
 class DefinitionListOut(BaseModel):

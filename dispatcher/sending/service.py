@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from pydantic import BaseModel
 
 from dispatcher import events
 from dispatcher.db import queries
@@ -20,17 +21,30 @@ from dispatcher.sending.templates import check_literal_ranges
 SQL = queries("sending")
 
 
+# The response model is the mapper's output, so a field cannot be in one and missing from the other.
+# A comment, not a docstring: pydantic would publish a docstring as the schema's description.
+class DefinitionOut(BaseModel):
+    definitionKey: str
+    name: str
+    status: str
+    description: str | None
+    content: dict[str, Any]
+    options: dict[str, Any]
+    createdAt: str
+    updatedAt: str
+
+
 def definition_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "definitionKey": row["definition_key"],
-        "name": row["name"],
-        "status": row["status"],
-        "description": row["description"],
-        "content": row["content"],
-        "options": row["options"],
-        "createdAt": row["created_at"].isoformat(),
-        "updatedAt": row["updated_at"].isoformat(),
-    }
+    return DefinitionOut(
+        definitionKey=row["definition_key"],
+        name=row["name"],
+        status=row["status"],
+        description=row["description"],
+        content=row["content"],
+        options=row["options"],
+        createdAt=row["created_at"].isoformat(),
+        updatedAt=row["updated_at"].isoformat(),
+    ).model_dump()
 
 
 async def create_definition(
