@@ -174,8 +174,8 @@ def event_id(n: int) -> str:
     return ids.encode("evt", n)
 
 
+# An event as the API shows it: the response schema and, through event_json, every answer.
 class EventOut(BaseModel):
-    """An event as the API shows it: the response schema and, through event_json, every answer."""
 
     eventId: str
     id: str | None

@@ -16,8 +16,8 @@ from dispatcher.errors import NotFound
 SQL = queries("deliveries")
 
 
+# A delivery as the API shows it: the response schema and, through delivery_json, every answer.
 class DeliveryOut(BaseModel):
-    """A delivery as the API shows it: the response schema and, through delivery_json, every answer."""
 
     deliveryId: str
     eventId: str
@@ -33,8 +33,8 @@ class DeliveryOut(BaseModel):
     createdAt: str
 
 
+# One request in a callback's attempt log; attempt_json builds it.
 class CallbackAttemptOut(BaseModel):
-    """One request in a callback's attempt log; attempt_json builds it."""
 
     attemptId: str
     startedAt: str
