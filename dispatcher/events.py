@@ -176,7 +176,6 @@ def event_id(n: int) -> str:
 
 # An event as the API shows it: the response schema and, through event_json, every answer.
 class EventOut(BaseModel):
-
     eventId: str
     id: str | None
     type: str

@@ -18,7 +18,6 @@ SQL = queries("deliveries")
 
 # A delivery as the API shows it: the response schema and, through delivery_json, every answer.
 class DeliveryOut(BaseModel):
-
     deliveryId: str
     eventId: str
     callbackId: str
@@ -35,7 +34,6 @@ class DeliveryOut(BaseModel):
 
 # One request in a callback's attempt log; attempt_json builds it.
 class CallbackAttemptOut(BaseModel):
-
     attemptId: str
     startedAt: str
     durationMs: float
