@@ -110,3 +110,53 @@ async def register(client: Client, receiver: Any, batch: int = 1, name: str = "h
     sub = {"name": "all" if name == "hook" else f"{name}-all", "callbackId": cb["callbackId"], "eventTypes": ["*"]}
     assert (await client.call("POST", "/v1/subscriptions", sub))[0] == 201
     return cb["callbackId"], cb["signingSecret"]
+
+
+class Ingest:
+    """Clients posting one event per request until stopped, as an outage test needs: the keys answered
+    2xx (`acknowledged`) and how many requests were refused or failed outright (`refused`). A status
+    outside `allowed` (besides 2xx) fails the test when it stops."""
+
+    def __init__(self, client: Client, prefix: str, *, allowed: frozenset[int] | None = None, pause: float = 0.005):
+        self.client, self.prefix, self.allowed, self.pause = client, prefix, allowed, pause
+        self.acknowledged: list[str] = []
+        self.refused = 0
+        self.unexpected: list[int] = []
+        self._counter = 0
+        self._posting = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, clients: int) -> Ingest:
+        self._posting = True
+        self._tasks = [asyncio.create_task(self._post_forever(), name=f"poster-{i}") for i in range(clients)]
+        return self
+
+    async def stop(self) -> None:
+        """Stop posting and wait for the requests in flight (calling it again does nothing more)."""
+        self._posting = False
+        tasks, self._tasks = self._tasks, []
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert not self.unexpected, f"unexpected statuses: {sorted(set(self.unexpected))}"
+
+    async def _post_forever(self) -> None:
+        headers = {"Authorization": f"Bearer {self.client.key}"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            while self._posting:
+                self._counter += 1
+                key = f"{self.prefix}-{self._counter}"
+                try:
+                    body = {"type": "sent", "messageKey": key}
+                    async with session.post(self.client.base + "/v1/events", json=body, headers=headers) as resp:
+                        await resp.read()
+                        self._record(key, resp.status)
+                except (aiohttp.ClientError, TimeoutError):
+                    self.refused += 1
+                await asyncio.sleep(self.pause)  # pacing, so the clients leave the service room to recover
+
+    def _record(self, key: str, status: int) -> None:
+        if 200 <= status < 300:
+            self.acknowledged.append(key)
+            return
+        self.refused += 1
+        if self.allowed is not None and status not in self.allowed:
+            self.unexpected.append(status)

@@ -10,7 +10,6 @@ same unix-socket directory, same log file), so the service's connection URL stay
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 
 from dispatcher import db
 from tests.conftest import wait_until
-from tests.e2e.procs import Client, Service, first_key, register, service_env
+from tests.e2e.procs import Client, Ingest, Service, first_key, register, service_env
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(180)
@@ -88,35 +87,14 @@ async def test_embedded_postgres_restart_loses_no_acknowledged_event(tmp_path: P
     env = service_env(data_dir / "serve", server.get_uri(), poll_interval=0.2)
     service = Service(env, tmp_path / "serve.log")
     postgres: EmbeddedPostgres | None = None
-    acknowledged: list[str] = []  # keys whose POST answered 2xx
-    refused = 0  # answers other than 2xx, and requests that failed outright
-    posting = True
+    ingest: Ingest | None = None
     try:
         await service.ready(60)
         postgres = EmbeddedPostgres(data_dir / "postgres")
         client = Client(service.url, first_key(service.output()))
         callback_id, _ = await register(client, receiver)
-        counter = itertools.count()
-
-        async def post_forever() -> None:
-            nonlocal refused
-            headers = {"Authorization": f"Bearer {client.key}"}
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-                while posting:
-                    key = f"restart-{next(counter)}"
-                    try:
-                        body = {"type": "sent", "messageKey": key}
-                        async with session.post(service.url + "/v1/events", json=body, headers=headers) as resp:
-                            await resp.read()
-                            if 200 <= resp.status < 300:
-                                acknowledged.append(key)
-                            else:
-                                refused += 1
-                    except (aiohttp.ClientError, TimeoutError):
-                        refused += 1
-                    await asyncio.sleep(0.01)
-
-        posters = [asyncio.create_task(post_forever(), name=f"poster-{i}") for i in range(POSTERS)]
+        ingest = Ingest(client, "restart", pause=0.01).start(POSTERS)
+        acknowledged = ingest.acknowledged  # keys whose POST answered 2xx
         async with aiohttp.ClientSession() as probe:
 
             async def not_ready() -> bool:
@@ -146,9 +124,8 @@ async def test_embedded_postgres_restart_loses_no_acknowledged_event(tmp_path: P
                 wanted_acks = len(acknowledged) + 20
                 await wait_until(lambda n=wanted_acks: _true(len(acknowledged) >= n), timeout=60)
 
-        posting = False
-        await asyncio.wait_for(asyncio.gather(*posters), 30)
-        assert refused > 0  # the outages really were seen by the clients
+        await ingest.stop()
+        assert ingest.refused > 0  # the outages really were seen by the clients
 
         wanted = set(acknowledged)
 
@@ -193,7 +170,8 @@ async def test_embedded_postgres_restart_loses_no_acknowledged_event(tmp_path: P
 
         assert service.proc.poll() is None, service.output()[-3000:]
     finally:
-        posting = False
+        if ingest is not None:
+            await ingest.stop()
         code = service.stop()
         await receiver.stop()
         # the package's exit handler only stops the server it started; after a restart that one is gone.

