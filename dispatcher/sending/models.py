@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.errors import error_location, field_path, vocabulary
-from dispatcher.inputs import NO_CONTROL, Omittable, PlainText
+from dispatcher.inputs import NO_CONTROL, Description, Omittable, PlainText
 from dispatcher.sending.addresses import normalize_address, parse_mailbox
 from dispatcher.sending.errors import TemplateError
 from dispatcher.sending.templates import parse_template
@@ -251,7 +251,6 @@ AddressTemplate = Annotated[
     str, AfterValidator(_check_address_template), Field(json_schema_extra={"format": "mailbox"})
 ]
 Name = Annotated[PlainText, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
-Description = Annotated[PlainText, Field(max_length=1000)]
 Status = Literal["active", "inactive"]
 
 
