@@ -194,10 +194,12 @@ CREATE TABLE messages (
     rendered        jsonb,
     created_at      timestamptz NOT NULL DEFAULT now(),
     sent_at         timestamptz,
+    mail_message_id text,  -- the Message-ID header it went out with; providers echo it in their events
     UNIQUE (account_id, message_key)
 );
 CREATE INDEX messages_due ON messages (next_attempt_at) WHERE status IN ('queued', 'scheduled');
 CREATE INDEX messages_definition ON messages (account_id, definition_key) WHERE status = 'queued';
+CREATE INDEX messages_mail_message_id ON messages (account_id, mail_message_id) WHERE mail_message_id IS NOT NULL;
 
 CREATE TABLE suppressions (
     account_id  bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
@@ -207,4 +209,38 @@ CREATE TABLE suppressions (
     PRIMARY KEY (account_id, address)
 );
 
-INSERT INTO schema_version (version) VALUES (4);
+-- Event sources: a provider's webhooks in (POST /in/{sourceId}). Secret config fields are encrypted
+-- at rest (Fernet) in secrets_enc; config holds the rest.
+CREATE TABLE sources (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id   bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    name         text NOT NULL,
+    provider     text NOT NULL
+                 CHECK (provider IN ('ses', 'sendgrid', 'mailgun', 'postmark', 'resend', 'sparkpost', 'brevo')),
+    description  text,
+    config       jsonb NOT NULL DEFAULT '{}',
+    secrets_enc  bytea,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (account_id, name)
+);
+
+-- The provider's raw event behind each event a source recorded, for audit; it goes with its event.
+CREATE TABLE source_receipts (
+    event_id     bigint PRIMARY KEY REFERENCES events ON DELETE CASCADE,
+    account_id   bigint NOT NULL,
+    source_id    bigint NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    raw          jsonb NOT NULL
+);
+
+-- One-time values a provider signs (Mailgun's token), remembered for twice the timestamp tolerance.
+CREATE TABLE source_nonces (
+    source_id    bigint NOT NULL REFERENCES sources ON DELETE CASCADE,
+    nonce        text NOT NULL,
+    seen_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, nonce)
+);
+CREATE INDEX source_nonces_seen ON source_nonces (seen_at);
+
+INSERT INTO schema_version (version) VALUES (5);

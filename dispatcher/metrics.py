@@ -26,6 +26,15 @@ class Metrics:
             "dispatcher_webhook_attempt_seconds", "Duration of webhook requests", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )  # fmt: skip
+        self.inbound_events = Counter(
+            "dispatcher_inbound_events", "Provider events received through sources", ["provider", "outcome"], registry=r
+        )
+        self.inbound_refused = Counter(
+            "dispatcher_inbound_refused",
+            "Provider requests refused as not authentic",
+            ["provider", "reason"],
+            registry=r,
+        )
         self.mail = Counter("dispatcher_mail", "Mail outcomes", ["outcome"], registry=r)
         self.claims = Counter(
             "dispatcher_worker_claims", "Claims of due deliveries made by the webhook worker", registry=r

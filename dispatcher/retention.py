@@ -1,5 +1,5 @@
-"""Retention: a background purge of old events (with their deliveries and attempts), attempts,
-finished messages and stored bodies, in bounded batches so it never holds long locks on hot tables.
+"""Retention: a background purge of old events (with their deliveries, attempts and provider receipts),
+attempts, finished messages, stored bodies and expired source nonces, in bounded batches so it never holds long locks on hot tables.
 One process purges at a time (a transaction-scoped advisory lock per batch)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Purger:
 
     def plan(self) -> list[tuple[str, float]]:
         s = self.settings
-        steps = []
+        steps = [("purge_nonces", 2 * s.source_tolerance)]
         if s.retention_days is not None:
             steps += [(name, s.retention_days * DAY) for name in ("purge_events", "purge_attempts", "purge_messages")]
         if s.message_body_retention_days is not None:
@@ -32,8 +32,7 @@ class Purger:
         return steps
 
     async def start(self) -> None:
-        if self.plan():
-            self._loop.start()
+        self._loop.start()
 
     async def stop(self) -> None:
         await self._loop.stop()

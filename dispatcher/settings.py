@@ -104,6 +104,20 @@ class Settings(BaseSettings):
     render_memory_mb: int = Field(1024, ge=256, description="Address space of each template render process.")
     render_processes: int = Field(2, ge=1, description="Template render processes per `serve` process.")
 
+    # --- event sources (providers' webhooks in) ---
+    source_tolerance: float = Field(
+        300.0, gt=0, description="Seconds a provider's signed timestamp may be off; older is refused as stale."
+    )
+    sns_cert_url_pattern: str = Field(
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        description="Regex an SNS SigningCertURL or SubscribeURL must match before it is fetched.",
+    )
+    mail_provider: str | None = Field(
+        None,
+        description="The relay in DISPATCHER_MAIL_URL (ses, sendgrid, mailgun, postmark, sparkpost, brevo, "
+        "resend): sent mail carries the messageKey in that provider's header.",
+    )
+
     # --- operations ---
     metrics_token: str | None = Field(None, description="If set, /metrics requires this bearer token.")
     retention_days: float | None = Field(None, description="Purge events, deliveries, attempts older.")

@@ -14,13 +14,25 @@ from dispatcher.api import callbacks as callbacks_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api import sending as sending_api
+from dispatcher.api import sources as sources_api
 from dispatcher.api.auth import KEY_CACHE, RATE_LIMITER, KeyCache, TokenBuckets, authorize
-from dispatcher.api.keys import DB, EVENT_WRITER, METRICS, OUTBOUND, SEND_WRITER, SERVICES, SETTINGS
+from dispatcher.api.keys import (
+    DB,
+    EVENT_WRITER,
+    INBOUND_WRITER,
+    METRICS,
+    OUTBOUND,
+    SEND_WRITER,
+    SERVICES,
+    SETTINGS,
+    SOURCE_FETCHER,
+)
 from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
 from dispatcher.delivery import outbound
 from dispatcher.errors import NotFound
 from dispatcher.group_commit import GroupWriter
+from dispatcher.inbound import ingest
 from dispatcher.metrics import Metrics
 from dispatcher.sending import service as sending_service
 from dispatcher.settings import Settings
@@ -30,7 +42,7 @@ OPENAPI = web.AppKey("openapi", dict)
 
 
 def routers() -> list[Router]:
-    return [health.router, events_api.router, callbacks_api.router, sending_api.router]
+    return [health.router, events_api.router, callbacks_api.router, sending_api.router, sources_api.router]
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
@@ -70,6 +82,8 @@ async def resources(app: web.Application, *, role: str) -> AsyncIterator[None]:
         await app[KEY_CACHE].start()
         app[EVENT_WRITER] = GroupWriter(app[DB].pool, events.record_groups, max_items=1000)
         app[SEND_WRITER] = GroupWriter(app[DB].pool, sending_service.accept_groups, max_items=1000)
+        app[INBOUND_WRITER] = GroupWriter(app[DB].pool, ingest.record_groups, max_items=1000)
+        app[SOURCE_FETCHER] = ingest.Fetcher(app[OUTBOUND], settings.sns_cert_url_pattern)
     try:
         yield
     finally:
@@ -79,7 +93,7 @@ async def resources(app: web.Application, *, role: str) -> AsyncIterator[None]:
         await asyncio.gather(*verifications, return_exceptions=True)
         await app[OUTBOUND].close()
         await asyncio.sleep(0)  # let the closed connections' transports finish closing on this loop
-        for writer in (EVENT_WRITER, SEND_WRITER):
+        for writer in (EVENT_WRITER, SEND_WRITER, INBOUND_WRITER):
             if writer in app:
                 await app[writer].aclose()
         if KEY_CACHE in app:

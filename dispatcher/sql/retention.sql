@@ -23,6 +23,11 @@ DELETE FROM messages WHERE id IN (
 UPDATE messages SET rendered = NULL WHERE id IN (
     SELECT id FROM messages WHERE rendered IS NOT NULL AND created_at < now() - make_interval(secs => $1) LIMIT $2)
 
+-- name: purge_nonces
+-- One-time values (Mailgun tokens) older than twice the timestamp tolerance: a replay that old is stale anyway.
+DELETE FROM source_nonces WHERE (source_id, nonce) IN (
+    SELECT source_id, nonce FROM source_nonces WHERE seen_at < now() - make_interval(secs => $1) LIMIT $2)
+
 -- name: try_lock
 -- One process purges at a time; the others skip the round.
 SELECT pg_try_advisory_xact_lock($1)

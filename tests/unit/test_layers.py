@@ -42,11 +42,12 @@ def imported(path: Path) -> set[str]:
     [
         ("delivery", INFRASTRUCTURE | {"delivery"}),
         ("sending", INFRASTRUCTURE | {"sending", "events", "delivery"}),
-        ("api", INFRASTRUCTURE | DOMAIN | {"api", "delivery"}),
+        ("inbound", INFRASTRUCTURE | DOMAIN | {"inbound", "delivery"}),
+        ("api", INFRASTRUCTURE | DOMAIN | {"api", "delivery", "inbound"}),
     ],
 )
 def test_a_layer_imports_only_what_is_below_it(layer: str, allowed: set[str]) -> None:
-    for path in sorted((PACKAGE / layer).glob("*.py")):
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
         assert imported(path) - allowed == set(), path.name
 
 
