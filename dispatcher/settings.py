@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
         description="Regex an SNS SigningCertURL or SubscribeURL must match before it is fetched.",
     )
-    mail_provider: str | None = Field(
+    mail_provider: Literal["ses", "sendgrid", "mailgun", "postmark", "sparkpost", "brevo", "resend"] | None = Field(
         None,
         description="The relay in DISPATCHER_MAIL_URL (ses, sendgrid, mailgun, postmark, sparkpost, brevo, "
         "resend): sent mail carries the messageKey in that provider's header.",

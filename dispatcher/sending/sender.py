@@ -18,7 +18,7 @@ from dispatcher.crypto import Keyring
 from dispatcher.db import Database, queries
 from dispatcher.logs import get_logger
 from dispatcher.loop import BackgroundLoop, worker_id
-from dispatcher.sending import tracking
+from dispatcher.sending import providers, tracking
 from dispatcher.sending.errors import SendingError
 from dispatcher.sending.mime import OutgoingMail, build_message
 from dispatcher.sending.models import DefinitionContent, DefinitionOptions, SendRequest
@@ -47,6 +47,7 @@ class Result:
     rendered: dict[str, Any] | None = None
     redact: bool = False
     tried: int = 1  # counts toward the retry schedule
+    mail_message_id: str | None = None  # the Message-ID it went out with (providers echo it)
 
 
 @dataclass
@@ -79,9 +80,13 @@ async def render_mail(
             open_token=tracking.make_token(key, "o", account, mid),
         )  # fmt: skip
     subject = out["subject"] or ""
+    headers = dict(req.headers or {})
+    for name, value in providers.message_key_headers(settings.mail_provider, msg["message_key"]).items():
+        if name.lower() not in (h.lower() for h in headers):  # a header the sender set stays theirs
+            headers[name] = value
     mail = build_message(
         from_=out["from"] or "", to=to, bcc=req.bcc or [], reply_to=out["replyTo"], subject=subject,
-        html=html, text=out["text"], preheader=out["preheader"], headers=req.headers,
+        html=html, text=out["text"], preheader=out["preheader"], headers=headers,
         attachments=req.attachment_bytes(), message_key=msg["message_key"],
         unsubscribe_url=tracking.tracking_url(public, "u", tracking.make_token(key, "u", account, mid)),
     )  # fmt: skip
@@ -163,8 +168,9 @@ class MailSender:
 
     async def _write(self, done: list[tuple[asyncpg.Record, Result]]) -> None:
         columns = list(
-            zip(*[(m["id"], r.status, r.tried, r.delay, r.rendered, r.redact) for m, r in done], strict=True)
-        )
+            zip(*[(m["id"], r.status, r.tried, r.delay, r.rendered, r.redact, r.mail_message_id) for m, r in done],
+                strict=True)
+        )  # fmt: skip
         by_account: dict[int, list[events.NewEvent]] = {}
         for msg, result in done:
             if result.event is not None:
@@ -220,13 +226,16 @@ class MailSender:
             return decided
         result = await self.transport.send(decided.mail)
         to, keep, redact = decided.to, decided.keep, decided.redact
+        mail_message_id = decided.mail.message_id.strip("<>")
         primary = next((r for r in result.results if r.recipient.lower() == to), result.results[0])
         log.info("mail", message_key=msg["message_key"], outcome=primary.outcome.value, smtp_code=primary.smtp_code)
         if primary.outcome is Outcome.ACCEPTED:
-            return Result("sent", self._event(msg, "sent", {}), rendered=keep, redact=redact)
+            return Result("sent", self._event(msg, "sent", {}), rendered=keep, redact=redact,
+                          mail_message_id=mail_message_id)  # fmt: skip
         if primary.outcome is Outcome.BOUNCED:
             data = {"bounceType": "hard", "smtpCode": primary.smtp_code, "reason": primary.reason}
-            return Result("bounced", self._event(msg, "bounced", data), rendered=keep, redact=redact)
+            return Result("bounced", self._event(msg, "bounced", data), rendered=keep, redact=redact,
+                          mail_message_id=mail_message_id)  # fmt: skip
         schedule = self.settings.mail_retry_schedule
         if msg["attempts"] >= len(schedule):
             data = {"statusCode": RETRIES_EXHAUSTED, "reason": f"temporary failures did not clear: {primary.reason}"}

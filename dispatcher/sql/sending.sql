@@ -113,9 +113,10 @@ UPDATE messages m SET status = u.status, attempts = m.attempts + u.tried, lease_
     next_attempt_at = CASE WHEN u.delay IS NULL THEN NULL ELSE now() + make_interval(secs => u.delay) END,
     rendered = coalesce(u.rendered, m.rendered),
     request = CASE WHEN u.redact THEN jsonb_build_object('redacted', true) ELSE m.request END,
-    sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END
-FROM unnest($2::bigint[], $3::text[], $4::int[], $5::float8[], $6::jsonb[], $7::boolean[])
-     AS u(id, status, tried, delay, rendered, redact)
+    sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END,
+    mail_message_id = coalesce(u.mail_message_id, m.mail_message_id)
+FROM unnest($2::bigint[], $3::text[], $4::int[], $5::float8[], $6::jsonb[], $7::boolean[], $8::text[])
+     AS u(id, status, tried, delay, rendered, redact, mail_message_id)
 WHERE m.id = u.id AND m.lease_owner = $1
 
 -- name: suppress
