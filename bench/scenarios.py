@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bench import baselines, cpu, workload
 from bench.receiver import Receiver
 from bench.report import Result, percentile
@@ -454,6 +456,81 @@ async def send(env: Env) -> Result:
     return result
 
 
+# --- inbound ----------------------------------------------------------------------------------
+
+
+def _sendgrid_batch(i: int, size: int) -> list[dict[str, Any]]:
+    now = int(time.time())
+    return [
+        {"event": "delivered", "email": f"user{n}@example.com", "timestamp": now, "sg_event_id": f"sg-{n}",
+         "sg_message_id": f"sgm{n}.filter0001", "smtp-id": f"<m{n}@example.com>", "messageKey": f"in-{n}",
+         "response": "250 OK"}
+        for n in range(i * size, (i + 1) * size)
+    ]  # fmt: skip
+
+
+async def _post_prepared(env: Env, requests: list[tuple[str, bytes, dict[str, str]]], clients: int = 8) -> float:
+    """POST prepared (path, body, headers) requests from `clients` loops; returns the seconds taken."""
+    it = iter(requests)
+
+    async def client() -> None:
+        for path, body, headers in it:
+            async with env.api.session.post(env.api.base + path, data=body, headers=headers) as r:
+                raw = await r.read()
+                if r.status not in (200, 201):
+                    raise RuntimeError(f"POST {path} -> {r.status}: {raw[:300]!r}")
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.monotonic() - t0
+
+
+async def inbound(env: Env) -> Result:
+    """SendGrid-shaped batches of 100 through a source (signature check, translation, correlation,
+    exactly-once recording with the raw event) against the same events through POST /v1/events."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    n = env.args.events or 50000
+    size = 100
+    cb = await register_callback(env.api, env.receiver, "hook", batch=1)
+    await workload.set_status(env.api, [cb], "disabled")  # fan-out rows are written, nothing is sent
+    private = ec.generate_private_key(ec.SECP256R1())
+    der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    src = await env.api.call("POST", "/v1/sources", {"name": "sg", "provider": "sendgrid",
+                                                     "config": {"publicKey": base64.b64encode(der).decode()}})  # fmt: skip
+    path = "/in/" + src["sourceId"]
+    batches = [_sendgrid_batch(i, size) for i in range(n // size)]
+    native = [("/v1/events", orjson.dumps({"events": [
+        {"type": "delivered", "messageKey": e["messageKey"], "id": "ref:" + e["sg_event_id"],
+         "recipient": e["email"], "data": {"response": e["response"]}} for e in b]}), env.api.headers)
+        for b in batches]  # fmt: skip
+    _log(f"posting {n} events to POST /v1/events, batches of {size}, 8 concurrent clients")
+    reference = len(batches) * size / await _post_prepared(env, native)
+    prepared = []
+    for b in batches:
+        body = orjson.dumps(b)
+        ts = str(int(time.time()))
+        signature = base64.b64encode(private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+        prepared.append((path, body, {"Content-Type": "application/json",
+                                      "X-Twilio-Email-Event-Webhook-Signature": signature,
+                                      "X-Twilio-Email-Event-Webhook-Timestamp": ts}))  # fmt: skip
+    _log(f"reference: {reference:,.0f} events/s; posting the same events as SendGrid batches to {path}")
+    async with env.profile("service"):
+        seconds = await _post_prepared(env, prepared)
+    conn = await env.pg.connect()
+    try:
+        stored = await conn.fetchval("SELECT count(*) FROM source_receipts")
+    finally:
+        await conn.close()
+    assert stored == len(batches) * size, f"expected {len(batches) * size} provider events, found {stored}"
+    result = Result("inbound", n, n / seconds, "events/s", reference, target="ratio >= 0.5 of POST /v1/events")
+    result.met = (result.ratio or 0) >= 0.5
+    return result
+
+
 SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
     # name: (function, receiver ports)
     "deliver": (deliver, 1),
@@ -464,6 +541,7 @@ SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
     "backlog": (backlog, 1),
     "send": (send, 1),
     "isolation": (isolation, 1),
+    "inbound": (inbound, 1),
 }
 SERVICE_ENV = {"isolation": {"DISPATCHER_WEBHOOK_TIMEOUT": ISOLATION_TIMEOUT}}  # before --service-env
 

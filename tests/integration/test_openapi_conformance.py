@@ -9,6 +9,7 @@ the app stays free). Generation is derandomized: a failure reproduces on every r
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -37,6 +38,18 @@ schemathesis.openapi.format(
         fullmatch=True,
     ),
 )
+
+
+def _ecdsa_public_key(_: int) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+schemathesis.openapi.format("ecdsa-public-key", hypothesis.strategies.integers().map(_ecdsa_public_key))
 # The same document the app serves (the test reads the served one; this copy only names the test cases).
 DOCUMENT = openapi.build([r for router in routers() for r in router.routes])
 OPERATIONS = [f"{method.upper()} {path}" for path, ops in DOCUMENT["paths"].items() for method in ops]

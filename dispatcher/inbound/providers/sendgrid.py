@@ -42,7 +42,11 @@ def _public_key(value: str) -> str:
 
 
 class SendGridConfig(SourceConfig):
-    publicKey: Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_public_key)] = Field(
+    publicKey: Annotated[
+        str,
+        Field(min_length=1, max_length=1000, json_schema_extra={"format": "ecdsa-public-key"}),
+        AfterValidator(_public_key),
+    ] = Field(
         description="The Event Webhook's verification key (base64 DER), from Mail Settings > Signed Event Webhook"
     )
 
