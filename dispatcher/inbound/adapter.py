@@ -152,12 +152,12 @@ def iso_time(value: Any) -> datetime | None:
 
 
 def smtp_code(text: Any) -> int | None:
-    """The first three-digit SMTP reply code in a diagnostic ("550 5.1.1 user unknown" → 550)."""
+    """The first three-digit SMTP reply code in a diagnostic ("smtp; 550 5.1.1 user unknown" → 550)."""
     if isinstance(text, int) and 200 <= text <= 599:
         return text
     if not isinstance(text, str):
         return None
-    for word in text.replace("-", " ").split():
+    for word in text.replace("-", " ").replace(";", " ").split():
         if len(word) == 3 and word.isdigit() and word[0] in "2345":
             return int(word)
     return None

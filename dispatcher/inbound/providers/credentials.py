@@ -7,10 +7,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dispatcher.inbound.adapter import Refused, Request, SourceConfig, check_basic_auth, same, smtp_code
+from dispatcher.inputs import Omittable
 
 
 def _no_colon(value: str) -> str:
@@ -33,9 +34,18 @@ def _required(model: type[SourceConfig], field: str, message: str) -> Validation
 class BasicOrTokenConfig(SourceConfig):
     """HTTP basic auth (username and password) or a header token; at least one of the two."""
 
-    username: Username | None = Field(None, description="The HTTP basic auth username the webhook URL carries")
-    password: Password | None = Field(None, description="The HTTP basic auth password (secret)")
-    token: Token | None = Field(None, description="The token the provider sends in its header (secret)")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "anyOf": [{"required": ["username", "password"]}, {"required": ["token"]}],
+            "dependentRequired": {"username": ["password"], "password": ["username"]},
+        },
+    )
+
+    username: Omittable[Username] = Field(None, description="The HTTP basic auth username the webhook URL carries")
+    password: Omittable[Password] = Field(None, description="The HTTP basic auth password (secret)")
+    token: Omittable[Token] = Field(None, description="The token the provider sends in its header (secret)")
 
     @model_validator(mode="after")
     def _credentials(self) -> Self:

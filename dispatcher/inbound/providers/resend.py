@@ -27,8 +27,11 @@ from dispatcher.inbound.adapter import (
     same,
     smtp_code,
 )
+from dispatcher.inputs import Omittable
 
 PREFIX = "whsec_"
+_B64 = "[A-Za-z0-9+/]"
+SECRET_PATTERN = f"^whsec_(?:{_B64}{{4}})*(?:{_B64}{{4}}|{_B64}{{2}}(?:==)?|{_B64}{{3}}=?)$"  # padding optional
 _ENHANCED = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
 
 
@@ -49,7 +52,13 @@ def _signing_secret(value: str) -> str:
 
 
 class ResendConfig(SourceConfig):
-    signingSecret: Annotated[str, Field(min_length=7, max_length=200), AfterValidator(_signing_secret)] | None = Field(
+    signingSecret: Omittable[
+        Annotated[
+            str,
+            Field(min_length=7, max_length=200, pattern=SECRET_PATTERN),
+            AfterValidator(_signing_secret),
+        ]
+    ] = Field(
         None,
         description='The webhook\'s signing secret ("whsec_..."), from the Resend dashboard: Webhooks > the '
         "endpoint > Signing Secret. Resend shows it once the endpoint (the source's url) exists, so it may be "
