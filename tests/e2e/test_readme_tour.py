@@ -240,7 +240,9 @@ async def test_the_readme_tour_delivers_a_signed_webhook_and_a_tracked_mail_with
         assert callback["status"] == "active" and callback["verification"]["status"] == "delivered"
         order = await get("/v1/messages/order-1001")
         assert order["status"] == "delivered"
-        assert [e["type"] for e in order["events"]] == ["sent", "delivered"]
+        assert [e["type"] for e in order["events"]] == ["sent", "delivered", "delivered"]
+        from_postmark = order["events"][-1]["data"]["provider"]  # the source the README creates
+        assert from_postmark["name"] == "postmark" and from_postmark["rawType"] == "Delivery"
         listed = (await get(f"/v1/callbacks/{callback_id}/deliveries?status=succeeded"))["deliveries"]
         (delivery,) = [d for d in listed if (d["messageKey"], d["eventType"]) == ("order-1001", "delivered")]
         detail = await get(f"/v1/deliveries/{delivery['deliveryId']}")
