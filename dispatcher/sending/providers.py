@@ -4,12 +4,13 @@ dispatcher/inbound/providers read the same field on the way in."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 import orjson
 
 PROVIDERS = ("ses", "sendgrid", "mailgun", "postmark", "sparkpost", "brevo", "resend")
-_SES_TAG_VALUE = re.compile(r"[A-Za-z0-9_.@-]{1,256}")  # what SES accepts in a message tag's value
+_SES_TAG_VALUE = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what SES accepts in a message tag's value
 
 
 def _json(value: object) -> str:
@@ -18,9 +19,14 @@ def _json(value: object) -> str:
 
 def message_key_headers(provider: str | None, message_key: str) -> dict[str, str]:
     """Headers that make `provider` echo `message_key` in its events; none for no provider. A key SES
-    cannot hold in a tag is left out: SES events still name the Message-ID, which dispatcher records."""
+    cannot hold in a tag value goes as the tag `messageKeyB64` (its UTF-8 in unpadded base64url, which
+    uses only the characters SES allows), which the SES adapter reads back; one too long even so (over
+    256 characters encoded) is left out, and its events are filed under the SES message id."""
     if provider == "ses":
-        return {"X-SES-MESSAGE-TAGS": f"messageKey={message_key}"} if _SES_TAG_VALUE.fullmatch(message_key) else {}
+        if _SES_TAG_VALUE.fullmatch(message_key):
+            return {"X-SES-MESSAGE-TAGS": f"messageKey={message_key}"}
+        encoded = base64.urlsafe_b64encode(message_key.encode()).decode().rstrip("=")
+        return {"X-SES-MESSAGE-TAGS": f"messageKeyB64={encoded}"} if len(encoded) <= 256 else {}
     if provider == "sendgrid":
         return {"X-SMTPAPI": _json({"unique_args": {"messageKey": message_key}})}
     if provider == "mailgun":

@@ -163,6 +163,22 @@ def _unsubscribed(subscription: dict[str, Any]) -> tuple[bool, list[str]]:
     return new.get("unsubscribeAll") is True or bool(topics), topics
 
 
+def _first(values: Any) -> str | None:
+    return _text(values[0]) if isinstance(values, list) and values else None
+
+
+def message_key(tags: dict[str, Any]) -> str | None:
+    """The tag `messageKey`, or `messageKeyB64` (UTF-8 in unpadded base64url) for a key SES cannot hold
+    in a tag value."""
+    plain, encoded = _first(tags.get("messageKey")), _first(tags.get("messageKeyB64"))
+    if plain or not encoded:
+        return plain
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def translate(sns: dict[str, Any], ses: Any) -> list[ProviderEvent]:
     """One SES record → one event, or one per recipient for the types that list recipients."""
     if not isinstance(ses, dict):
@@ -172,7 +188,7 @@ def translate(sns: dict[str, Any], ses: Any) -> list[ProviderEvent]:
         raise Unreadable("the SES record has neither eventType nor notificationType")
     type_ = TYPES.get(kind)
     mail = _object(ses.get("mail"))
-    tags = _object(mail.get("tags")).get("messageKey")
+    tags = _object(mail.get("tags"))
     found = mail.get("destination")
     destination = [d for d in found if isinstance(d, str)] if isinstance(found, list) else []
     detail_key = {"Rendering Failure": "failure", "DeliveryDelay": "deliveryDelay"}.get(
@@ -185,7 +201,7 @@ def translate(sns: dict[str, Any], ses: Any) -> list[ProviderEvent]:
         "raw": ses,
         "message_id": _text(mail.get("messageId")),
         "smtp_message_id": _text(_object(mail.get("commonHeaders")).get("messageId")),
-        "message_key": _text(tags[0]) if isinstance(tags, list) and tags else None,
+        "message_key": message_key(tags),
         "occurred_at": occurred_at,
     }
     entries = _recipients(kind, ses)
