@@ -508,7 +508,8 @@ async def inbound(env: Env) -> Result:
          "recipient": e["email"], "data": {"response": e["response"]}} for e in b]}), env.api.headers)
         for b in batches]  # fmt: skip
     _log(f"posting {n} events to POST /v1/events, batches of {size}, 8 concurrent clients")
-    reference = len(batches) * size / await _post_prepared(env, native)
+    async with env.profile("reference"):
+        reference = len(batches) * size / await _post_prepared(env, native)
     prepared = []
     for b in batches:
         body = orjson.dumps(b)
