@@ -19,7 +19,8 @@ CREATE TABLE schema_applied (
 CREATE TABLE accounts (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name        text NOT NULL UNIQUE,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    suppress_on_bounce boolean NOT NULL DEFAULT true  -- a hard bounce or a complaint suppresses the address
 );
 
 -- API keys: only a SHA-256 of the (256-bit random) key is stored.
@@ -199,15 +200,19 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_due ON messages (next_attempt_at) WHERE status IN ('queued', 'scheduled');
 CREATE INDEX messages_definition ON messages (account_id, definition_key) WHERE status = 'queued';
-CREATE INDEX messages_mail_message_id ON messages (account_id, mail_message_id) WHERE mail_message_id IS NOT NULL;
+CREATE INDEX messages_mail_message_id ON messages (mail_message_id) WHERE mail_message_id IS NOT NULL;
 
+-- An account's suppressed addresses (lower case): later sends to them fail unless sendToUnsubscribed.
 CREATE TABLE suppressions (
     account_id  bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
     address     text NOT NULL,
-    reason      text NOT NULL,
+    reason      text NOT NULL,  -- unsubscribed | bounced | complained
     created_at  timestamptz NOT NULL DEFAULT now(),
+    id          bigint GENERATED ALWAYS AS IDENTITY,  -- the order of paging
+    event_id    bigint,  -- the event that suppressed it (kept after the event is purged)
     PRIMARY KEY (account_id, address)
 );
+CREATE UNIQUE INDEX suppressions_page ON suppressions (account_id, id);
 
 -- Event sources: a provider's webhooks in (POST /in/{sourceId}). Secret config fields are encrypted
 -- at rest (Fernet) in secrets_enc; config holds the rest.
@@ -243,4 +248,16 @@ CREATE TABLE source_nonces (
 );
 CREATE INDEX source_nonces_seen ON source_nonces (seen_at);
 
-INSERT INTO schema_version (version) VALUES (5);
+-- Mail the inbound SMTP listener could not read as a bounce or a complaint, kept for inspection
+-- (`dispatcher bounces unparsed`); only the newest DISPATCHER_INBOUND_KEEP are kept.
+CREATE TABLE unparsed_mail (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    mail_from    text NOT NULL,
+    rcpt_tos     text[] NOT NULL,
+    size         integer NOT NULL,
+    reason       text NOT NULL,
+    raw          bytea NOT NULL
+);
+
+INSERT INTO schema_version (version) VALUES (6);

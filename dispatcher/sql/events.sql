@@ -17,7 +17,8 @@ FROM ins
 -- name: fan_out
 -- CTEs shared by every statement that records events; the statement provides `new_events`
 -- (account_id, client_id, type, message_key, definition_key, recipient, occurred_at, data, ord)
--- and must read `woke` so the NOTIFY runs. `ins` inserts them in `ord` order, `fan` writes the
+-- and must read `woke` so the NOTIFY runs. `ins` inserts them in `ord` order, `suppressed` adds
+-- hard-bounced and complaining recipients to the account's suppression list, `fan` writes the
 -- outbox rows for every active subscription that matches, `woke` wakes the workers at commit.
 -- Unverified callbacks get nothing; disabled ones accumulate pending rows until re-enabled.
 -- '*' means every message event; operational events (callback.*) must be named explicitly.
@@ -28,6 +29,17 @@ ins AS (
     ORDER BY ord
     ON CONFLICT (account_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, account_id, client_id, type, message_key, definition_key, recipient, occurred_at, recorded_at, data
+),
+suppressed AS (
+    -- A hard bounce or a complaint suppresses the recipient for the account's own sends, unless the
+    -- account chose otherwise (accounts.suppress_on_bounce).
+    INSERT INTO suppressions (account_id, address, reason, event_id)
+    SELECT e.account_id, lower(e.recipient), e.type, e.id
+    FROM ins e
+    WHERE e.recipient IS NOT NULL
+      AND (e.type = 'complained' OR (e.type = 'bounced' AND e.data ->> 'bounceType' = 'hard'))
+      AND (SELECT a.suppress_on_bounce FROM accounts a WHERE a.id = e.account_id)
+    ON CONFLICT (account_id, address) DO NOTHING
 ),
 fan AS (
     INSERT INTO deliveries (account_id, event_id, callback_id)
