@@ -70,6 +70,15 @@ async def list_accounts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(SQL["list_accounts"])
 
 
+async def set_suppress_on_bounce(conn: asyncpg.Connection, name: str, on: bool) -> asyncpg.Record:
+    """Whether the account's hard bounces and complaints suppress the recipient from then on (the list
+    already made stays as it is)."""
+    row = await conn.fetchrow(SQL["set_suppress_on_bounce"], name, on)
+    if row is None:
+        raise NotFound(f"no account named {name!r}")
+    return row
+
+
 async def create_key(
     conn: asyncpg.Connection, account_id: int, scopes: list[str], cidrs: list[str] | None = None
 ) -> tuple[int, str]:

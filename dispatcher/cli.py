@@ -9,7 +9,7 @@ import gc
 import sys
 from typing import Any
 
-from dispatcher import __version__, accounts, commands, datadir, db, events, logs, status
+from dispatcher import __version__, accounts, commands, datadir, db, events, logs, status, suppressions
 from dispatcher.errors import DispatcherError
 from dispatcher.settings import Settings
 
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("callbacks", help="inspect callbacks").add_subparsers(dest="action", required=True)
     )
     _events_parser(sub.add_parser("events", help="watch events").add_subparsers(dest="action", required=True))
+    sup = sub.add_parser("suppressions", help="an account's suppression list")
+    _suppressions_parser(sup.add_subparsers(dest="action", required=True))
     dlv = sub.add_parser("deliveries", help="act on deliveries").add_subparsers(dest="action", required=True)
     retry = _command(dlv, "retry", commands.deliveries_retry, "send a delivery again now, whatever its state",
                      account=True)  # fmt: skip
@@ -60,6 +62,10 @@ def _command(
 def _accounts_parser(acc: Any) -> None:
     _command(acc, "create", commands.accounts_create, "create an account").add_argument("name")
     _command(acc, "list", commands.accounts_list, "list accounts", reads=True)
+    update = _command(acc, "update", commands.accounts_update, "change an account's settings")
+    update.add_argument("name")
+    update.add_argument("--suppress-on-bounce", choices=["on", "off"], required=True,
+                        help="whether a hard bounce or a complaint suppresses the recipient (default on)")  # fmt: skip
 
 
 def _keys_parser(keys: Any) -> None:
@@ -77,6 +83,16 @@ def _callbacks_parser(cbs: Any) -> None:
     _command(cbs, "list", commands.callbacks_list, "list callbacks with their state", reads=True, account=True)
     show = _command(cbs, "show", commands.callbacks_show, "one callback in full", reads=True, account=True)
     show.add_argument("callback_id", metavar="ID", help="e.g. cb_1")
+
+
+def _suppressions_parser(sup: Any) -> None:
+    ls = _command(sup, "list", commands.suppressions_list, "suppressed addresses, oldest first", reads=True)
+    ls.add_argument("--account", metavar="NAME", required=True)
+    ls.add_argument("--reason", choices=suppressions.REASONS, help="only this reason")
+    ls.add_argument("--address-prefix", metavar="PREFIX", help="only addresses starting with this")
+    rm = _command(sup, "delete", commands.suppressions_delete, "take an address off the list: sends to it go out")
+    rm.add_argument("--account", metavar="NAME", required=True)
+    rm.add_argument("address", metavar="ADDRESS")
 
 
 def _events_parser(evs: Any) -> None:

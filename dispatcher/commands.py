@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from dispatcher import accounts, callbacks, db, events, status
+from dispatcher import accounts, callbacks, db, events, status, suppressions
 from dispatcher.delivery import history
 from dispatcher.errors import NotFound
 from dispatcher.settings import Settings
@@ -64,7 +64,20 @@ async def accounts_create(conn: asyncpg.Connection, args: argparse.Namespace, se
 
 async def accounts_list(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
     rows = await accounts.list_accounts(conn)
-    table(["ID", "NAME", "KEYS", "CREATED"], [(r["id"], r["name"], r["keys"], when(r["created_at"])) for r in rows])
+    table(
+        ["ID", "NAME", "KEYS", "SUPPRESS", "CREATED"],
+        [(r["id"], r["name"], r["keys"], _on_off(r["suppress_on_bounce"]), when(r["created_at"])) for r in rows],
+    )
+    return 0
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
+
+
+async def accounts_update(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
+    row = await accounts.set_suppress_on_bounce(conn, args.name, args.suppress_on_bounce == "on")
+    say(f"{row['name']}: hard bounces and complaints suppress the recipient: {_on_off(row['suppress_on_bounce'])}")
     return 0
 
 
@@ -93,6 +106,32 @@ async def keys_revoke(conn: asyncpg.Connection, args: argparse.Namespace, settin
     if not await accounts.revoke_key(conn, args.key_id):
         raise NotFound(f"no live key {args.key_id}")
     say(f"revoked key {args.key_id}")
+    return 0
+
+
+# --- suppressions ---------------------------------------------------------------------------------
+
+
+async def suppressions_list(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
+    account = (await accounts.get_account(conn, args.account))["id"]
+    rows: list[asyncpg.Record] = []
+    while True:
+        page = await suppressions.list_suppressions(
+            conn, account, after_id=rows[-1]["id"] if rows else 0, reason=args.reason,
+            address_prefix=args.address_prefix, since=None, until=None, limit=_PAGE,
+        )  # fmt: skip
+        rows += page
+        if len(page) < _PAGE:
+            break
+    cells = [(r["address"], r["reason"], events.event_id(r["event_id"]) if r["event_id"] else "-", when(r["created_at"]))
+             for r in rows]  # fmt: skip
+    table(["ADDRESS", "REASON", "EVENT", "CREATED"], cells)
+    return 0
+
+
+async def suppressions_delete(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
+    await suppressions.delete_suppression(conn, (await accounts.get_account(conn, args.account))["id"], args.address)
+    say(f"{args.address} is off {args.account}'s suppression list: later sends to it go out")
     return 0
 
 

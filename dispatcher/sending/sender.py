@@ -37,6 +37,13 @@ CLAIM_BATCH = 100
 UNSUBSCRIBED, DEFINITION_EXPIRED, DEFINITION_DELETED, RENDER_FAILED, RETRIES_EXHAUSTED = 1, 2, 3, 4, 5
 
 
+def suppressed_reason(reason: str) -> str:
+    """The `reason` of a send refused with statusCode 1, from why the recipient is on the suppression list."""
+    if reason == "unsubscribed":
+        return "recipient is unsubscribed"
+    return f"recipient is on the suppression list ({reason})"
+
+
 @dataclass
 class Result:
     """What happened to one claimed message, ready to be written."""
@@ -141,11 +148,11 @@ class MailSender:
         rows = await self.db.pool.fetch(
             SQL["suppressed"], [m["account_id"] for m in claimed], [m["recipient"].lower() for m in claimed]
         )
-        suppressed = {(r["account_id"], r["address"]) for r in rows}
+        suppressed = {(r["account_id"], r["address"]): r["reason"] for r in rows}
 
         async def decide(msg: asyncpg.Record) -> Result | Rendered:
             definition = definitions.get((msg["account_id"], msg["definition_key"]))
-            return await self._decide(msg, definition, (msg["account_id"], msg["recipient"].lower()) in suppressed)
+            return await self._decide(msg, definition, suppressed.get((msg["account_id"], msg["recipient"].lower())))
 
         # Render everything, then hand everything to the transport at once: it limits itself (SMTP
         # connections) or groups what it is given (maildir writes).
@@ -197,8 +204,9 @@ class MailSender:
         return Result("failed", self._event(msg, "failed", {"statusCode": code, "reason": reason}), redact=redact)
 
     async def _decide(
-        self, msg: asyncpg.Record, definition: asyncpg.Record | None, suppressed: bool
+        self, msg: asyncpg.Record, definition: asyncpg.Record | None, suppressed: str | None
     ) -> Result | Rendered:
+        """`suppressed`: why the recipient is on the account's suppression list, None when it is not."""
         req = SendRequest.model_validate(msg["request"])
         if msg["definition_key"]:
             if definition is None or definition["deleted_at"] is not None:
@@ -212,7 +220,7 @@ class MailSender:
         options = req.resolve_options(DefinitionOptions.model_validate(definition["options"]) if definition else None)
         redact = options.disableMessageRetention
         if suppressed and not options.sendToUnsubscribed:
-            return self._failed(msg, UNSUBSCRIBED, "recipient is unsubscribed", redact)
+            return self._failed(msg, UNSUBSCRIBED, suppressed_reason(suppressed), redact)
         try:
             mail, rendered = await render_mail(msg, req, content, options, self.settings, self.keyring, self.sandbox)
         except SendingError as exc:

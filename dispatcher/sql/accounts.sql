@@ -4,13 +4,17 @@ INSERT INTO accounts (name) VALUES ($1) RETURNING id, name, created_at
 
 -- name: get_account
 -- A tenant by name.
-SELECT id, name, created_at FROM accounts WHERE name = $1
+SELECT id, name, created_at, suppress_on_bounce FROM accounts WHERE name = $1
 
 -- name: list_accounts
 -- Every tenant with its number of live keys.
-SELECT a.id, a.name, a.created_at,
+SELECT a.id, a.name, a.created_at, a.suppress_on_bounce,
        (SELECT count(*) FROM api_keys k WHERE k.account_id = a.id AND k.revoked_at IS NULL) AS keys
 FROM accounts a ORDER BY a.id
+
+-- name: set_suppress_on_bounce
+-- Whether a hard bounce or a complaint puts the recipient on the account's suppression list.
+UPDATE accounts SET suppress_on_bounce = $2 WHERE name = $1 RETURNING id, name, created_at, suppress_on_bounce
 
 -- name: any_account
 -- Whether the database has been bootstrapped.

@@ -103,8 +103,8 @@ SELECT * FROM definitions WHERE account_id = $1 AND definition_key = ANY($2::tex
 ORDER BY deleted_at NULLS FIRST
 
 -- name: suppressed
--- Which of these (account, address) pairs are on a suppression list.
-SELECT s.account_id, s.address FROM suppressions s
+-- Which of these (account, address) pairs are on a suppression list, and why.
+SELECT s.account_id, s.address, s.reason FROM suppressions s
 JOIN unnest($1::bigint[], $2::text[]) AS q(account_id, address) USING (account_id, address)
 
 -- name: finish_messages

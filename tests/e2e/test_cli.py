@@ -69,8 +69,8 @@ async def test_commands_below_the_directory_serve_runs_in_use_its_database(proje
         service.stop()
     assert done.returncode == 0, done.stderr
     header, row = done.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "KEYS", "CREATED"]
-    assert row.split()[:3] == ["1", "default", "1"]
+    assert header.split() == ["ID", "NAME", "KEYS", "SUPPRESS", "CREATED"]
+    assert row.split()[:4] == ["1", "default", "1", "on"]
     assert not (below / "var").exists()
 
 
@@ -169,6 +169,45 @@ async def test_deliveries_retry_sends_a_delivery_again(run: Any, api: Api, recei
     assert again.headers["webhook-id"] == first.headers["webhook-id"]
     missing = await run("deliveries", "retry", "dlv_999999")
     assert missing.returncode == 1 and missing.stderr == "dispatcher: error: no such delivery\n"
+
+
+async def test_suppressions_list_shows_an_accounts_list_filtered_and_delete_takes_an_address_off(
+    run: Any, api: Api
+) -> None:
+    bounce = {"type": "bounced", "messageKey": "m-1", "data": {"bounceType": "hard"}}
+    events = [{**bounce, "recipient": "Ann@example.com"}, {**bounce, "messageKey": "m-2", "recipient": "bob@example.com"},
+              {"type": "complained", "messageKey": "m-3", "recipient": "cid@example.com"}]  # fmt: skip
+    status, body = await api.post("/v1/events", {"events": events})
+    assert status == 201, body
+
+    done = await run("suppressions", "list", "--account", "acme")
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["ADDRESS", "REASON", "EVENT", "CREATED"]
+    assert [r.split()[:3] for r in rows] == [
+        ["ann@example.com", "bounced", body["events"][0]["eventId"]],
+        ["bob@example.com", "bounced", body["events"][1]["eventId"]],
+        ["cid@example.com", "complained", body["events"][2]["eventId"]],
+    ]
+    complaints = (await run("suppressions", "list", "--account", "acme", "--reason", "complained")).stdout
+    assert [r.split()[0] for r in complaints.splitlines()[1:]] == ["cid@example.com"]
+
+    assert (await run("suppressions", "delete", "--account", "acme", "ANN@example.com")).returncode == 0
+    assert (await api.get("/v1/suppressions/ann@example.com"))[0] == 404
+    again = await run("suppressions", "delete", "--account", "acme", "ann@example.com")
+    assert again.returncode == 1 and again.stderr == "dispatcher: error: address is not suppressed\n"
+
+
+async def test_accounts_update_turns_suppression_on_bounce_off_and_accounts_list_shows_it(run: Any, api: Api) -> None:
+    done = await run("accounts", "update", "acme", "--suppress-on-bounce", "off")
+    assert done.returncode == 0, done.stderr
+    rows = {r.split()[1]: r.split()[3] for r in (await run("accounts", "list")).stdout.splitlines()[1:]}
+    assert rows == {"acme": "off"}
+    bounce = {"type": "bounced", "messageKey": "m-1", "recipient": "ann@example.com", "data": {"bounceType": "hard"}}
+    assert (await api.post("/v1/events", bounce))[0] == 201
+    assert (await api.get("/v1/suppressions/ann@example.com"))[0] == 404
+    missing = await run("accounts", "update", "nobody", "--suppress-on-bounce", "on")
+    assert missing.returncode == 1 and missing.stderr == "dispatcher: error: no account named 'nobody'\n"
 
 
 async def test_events_tail_shows_the_latest_events_filtered_by_type_and_message_key(run: Any, api: Api) -> None:

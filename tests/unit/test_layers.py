@@ -22,7 +22,10 @@ INFRASTRUCTURE = {
     "watchdog",
     "__version__",
 }
-DOMAIN = {"events", "callbacks", "handshake", "accounts", "sending", "retention", "commands", "status", "group_commit"}
+DOMAIN = {
+    "events", "callbacks", "handshake", "accounts", "sending", "retention", "commands", "status", "group_commit",
+    "suppressions",
+}  # fmt: skip
 
 
 def imported(path: Path) -> set[str]:
