@@ -96,6 +96,8 @@ async def environment(args: argparse.Namespace, *, ports: int = 1) -> AsyncItera
         await pg.start()
         receiver = await Receiver(ports=ports).start()
         extra = {"DISPATCHER_PROCESSES": str(args.processes)} | SERVICE_ENV.get(args.scenario, {})
+        if args.scenario == "bounces":
+            extra |= _bounce_env(args)
         extra |= dict(item.split("=", 1) for item in args.service_env)
         service = await Service(tmp, pg.url, extra, split=args.split).start()
         api = Api(service.url, service.key)
@@ -532,6 +534,115 @@ async def inbound(env: Env) -> Result:
     return result
 
 
+# --- bounces ----------------------------------------------------------------------------------
+
+BOUNCE_DOMAIN = "mail.example.com"
+DSN = """From: MAILER-DAEMON@mx.example.org (Mail Delivery System)
+To: {verp}
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <dsn-{n}@mx.example.org>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b{n}"
+
+--b{n}
+Content-Type: text/plain
+
+I'm sorry to have to inform you that your message could not be delivered.
+
+--b{n}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+Final-Recipient: rfc822; {to}
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <{to}>: Recipient address rejected: User unknown
+
+--b{n}
+Content-Type: text/rfc822-headers
+
+Return-Path: <{verp}>
+From: shop@example.com
+To: {to}
+Subject: hi
+
+--b{n}--
+""".replace("\n", "\r\n")
+
+
+async def bounces(env: Env) -> Result:
+    """DSNs delivered over SMTP by 8 concurrent clients (one connection each, as a mail server
+    keeps one) to the inbound listener, until every one is a `bounced` event."""
+    import aiosmtplib
+
+    from dispatcher import crypto
+    from dispatcher.sending import verp
+    from dispatcher.settings import Settings
+
+    n = env.args.events or 5000
+    keys = [f"bounce-{i}" for i in range(n)]
+    it = iter(keys)
+
+    async def sender() -> None:
+        for key in it:
+            body = {**MESSAGE, "recipient": {"to": f"{key}@example.org"}}
+            s, b = await env.api.status("POST", f"/v1/messages/{key}", body)
+            if s != 202:
+                raise RuntimeError(f"POST /v1/messages/{key} -> {s}: {b}")
+
+    _log(f"sending {n} messages (maildir) to get their VERP addresses")
+    await asyncio.gather(*(sender() for _ in range(8)))
+    conn = await env.pg.connect()
+    try:
+        while await conn.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'") < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        rows = await conn.fetch("SELECT id, account_id, recipient FROM messages ORDER BY id")
+    finally:
+        await conn.close()
+    key = crypto.load_keyring(Settings(data_dir=env.service.tmp / "data")).bounce_key
+    mails = [
+        (address, DSN.format(n=i, verp=address, to=r["recipient"]).encode())
+        for i, r in enumerate(rows)
+        for address in [verp.envelope_sender(f"bounces@{BOUNCE_DOMAIN}", key, r["account_id"], r["id"])]
+    ]
+    queue = iter(mails)
+
+    async def mta() -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=env.args.inbound_port, timeout=30) as client:
+            for rcpt, raw in queue:
+                await client.sendmail("", [rcpt], raw)
+
+    _log(f"delivering {n} DSNs to the listener from 8 concurrent SMTP clients")
+    async with env.profile("service"):
+        t0 = time.monotonic()
+        await asyncio.gather(*(mta() for _ in range(8)))
+        conn = await env.pg.connect()
+        try:
+            recorded = await conn.fetchval("SELECT count(*) FROM events WHERE type = 'bounced'")
+        finally:
+            await conn.close()
+        seconds = time.monotonic() - t0
+    assert recorded == n, f"expected {n} bounced events, found {recorded}"
+    result = Result("bounces", n, n / seconds, "DSNs/s", target=">= 500 DSNs/s recorded")
+    result.met = result.rate >= 500
+    return result
+
+
+def _bounce_env(args: argparse.Namespace) -> dict[str, str]:
+    args.inbound_port = _free_port()
+    return {"DISPATCHER_BOUNCE_ADDRESS": f"bounces@{BOUNCE_DOMAIN}",
+            "DISPATCHER_INBOUND_SMTP": f"127.0.0.1:{args.inbound_port}"}  # fmt: skip
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
     # name: (function, receiver ports)
     "deliver": (deliver, 1),
@@ -543,6 +654,7 @@ SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
     "send": (send, 1),
     "isolation": (isolation, 1),
     "inbound": (inbound, 1),
+    "bounces": (bounces, 1),
 }
 SERVICE_ENV = {"isolation": {"DISPATCHER_WEBHOOK_TIMEOUT": ISOLATION_TIMEOUT}}  # before --service-env
 

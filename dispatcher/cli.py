@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API and the workers")
     serve.add_argument("--host", help="bind address (default: DISPATCHER_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: DISPATCHER_PORT or 8080)")
-    serve.add_argument("--role", choices=["all", "api", "worker"], default="all", help="what this process runs")
+    serve.add_argument(
+        "--role", choices=["all", "api", "worker", "inbound"], default="all", help="what this process runs"
+    )
     serve.add_argument("--processes", type=int, help="processes sharing the port (default: DISPATCHER_PROCESSES)")
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # set by the parent of --processes
 
@@ -39,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("callbacks", help="inspect callbacks").add_subparsers(dest="action", required=True)
     )
     _events_parser(sub.add_parser("events", help="watch events").add_subparsers(dest="action", required=True))
+    bounces = sub.add_parser("bounces", help="mail the bounce listener could not read").add_subparsers(
+        dest="action", required=True
+    )
+    unparsed = _command(bounces, "unparsed", commands.bounces_unparsed, "the unreadable mails kept, newest first",
+                        reads=True)  # fmt: skip
+    unparsed.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many (default 50)")
+    show = _command(bounces, "show", commands.bounces_show, "one kept mail as received, on stdout", reads=True)
+    show.add_argument("mail_id", metavar="ID", type=int)
     sup = sub.add_parser("suppressions", help="an account's suppression list")
     _suppressions_parser(sup.add_subparsers(dest="action", required=True))
     dlv = sub.add_parser("deliveries", help="act on deliveries").add_subparsers(dest="action", required=True)

@@ -22,6 +22,7 @@ import asyncpg
 from dispatcher import accounts, callbacks, db, events, status, suppressions
 from dispatcher.delivery import history
 from dispatcher.errors import NotFound
+from dispatcher.inbound import reports
 from dispatcher.settings import Settings
 
 
@@ -126,6 +127,21 @@ async def suppressions_list(conn: asyncpg.Connection, args: argparse.Namespace, 
     cells = [(r["address"], r["reason"], events.event_id(r["event_id"]) if r["event_id"] else "-", when(r["created_at"]))
              for r in rows]  # fmt: skip
     table(["ADDRESS", "REASON", "EVENT", "CREATED"], cells)
+    return 0
+
+
+async def bounces_unparsed(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
+    rows = await reports.list_unparsed(conn, args.lines)
+    cells = [(r["id"], when(r["received_at"]), r["mail_from"] or "<>", ",".join(r["rcpt_tos"]), r["size"], r["reason"])
+             for r in rows]  # fmt: skip
+    table(["ID", "RECEIVED", "FROM", "TO", "BYTES", "WHY"], cells)
+    return 0
+
+
+async def bounces_show(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
+    row = await reports.get_unparsed(conn, args.mail_id)
+    sys.stdout.buffer.write(bytes(row["raw"]))
+    sys.stdout.flush()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Key material: the master key that encrypts signing secrets at rest and derives the tracking-token key.
+"""Key material: the master key that encrypts signing secrets at rest and derives the tracking-token and
+bounce-token keys.
 
 The master key comes from DISPATCHER_SECRET_KEY, or is generated once into DATA_DIR/secret.key.
 Every process that shares a database must share this key.
@@ -25,6 +26,7 @@ SECRET_PREFIX = "whsec_"
 class Keyring:
     fernet: Fernet
     tracking_key: bytes
+    bounce_key: bytes = b""  # signs the VERP tokens of envelope senders (dispatcher/sending/verp.py)
 
     def encrypt(self, value: str) -> bytes:
         return self.fernet.encrypt(value.encode())
@@ -74,8 +76,10 @@ def _create_key_file(path: Path) -> None:
 def load_keyring(settings: Settings) -> Keyring:
     master = _master_key(settings)
     fernet = Fernet(master)
-    tracking = hmac.new(base64.urlsafe_b64decode(master), b"dispatcher tracking tokens", hashlib.sha256).digest()
-    return Keyring(fernet, tracking)
+    raw = base64.urlsafe_b64decode(master)
+    tracking = hmac.new(raw, b"dispatcher tracking tokens", hashlib.sha256).digest()
+    bounce = hmac.new(raw, b"dispatcher bounce tokens", hashlib.sha256).digest()
+    return Keyring(fernet, tracking, bounce)
 
 
 def new_signing_secret() -> str:

@@ -35,6 +35,9 @@ class Metrics:
             ["provider", "reason"],
             registry=r,
         )
+        self.inbound_mail = Counter(
+            "dispatcher_inbound_mail", "Mail at the bounce listener by outcome", ["outcome"], registry=r
+        )
         self.mail = Counter("dispatcher_mail", "Mail outcomes", ["outcome"], registry=r)
         self.claims = Counter(
             "dispatcher_worker_claims", "Claims of due deliveries made by the webhook worker", registry=r

@@ -1,6 +1,6 @@
 """What one process runs: the database and keyring it shares, the API (dispatcher/api/app.py), and the
-background services its `--role` calls for: the webhook worker, the mail sender, the purger and the
-handshake retrier. `dispatcher serve` calls `create_app`; so do the tests.
+background services its `--role` calls for: the webhook worker, the mail sender, the purger, the
+handshake retrier and the bounce listener. `dispatcher serve` calls `create_app`; so do the tests.
 
     start: database (and its watch) → keyring → first API key → API resources → services
     stop:  the same, in reverse
@@ -21,6 +21,7 @@ from dispatcher.api import app as api
 from dispatcher.api.keys import DB, DB_WATCH, KEYRING, METRICS, SERVICES, SETTINGS
 from dispatcher.delivery.worker import DeliveryWorker
 from dispatcher.handshake import HandshakeRetrier
+from dispatcher.inbound.listener import BounceListener
 from dispatcher.logs import get_logger
 from dispatcher.retention import Purger
 from dispatcher.sending.sender import MailSender
@@ -90,7 +91,7 @@ def _say_whether_postgres_stays(pgdata: Path) -> None:
 
 
 async def _services(app: web.Application, *, role: str) -> AsyncIterator[None]:
-    services = [factory(app) for factory in background_services(role)]
+    services = [factory(app) for factory in background_services(role, app[SETTINGS])]
     app[SERVICES]["running"] = services
     for service in services:
         await service.start()
@@ -117,8 +118,16 @@ def _handshake_retrier(app: web.Application) -> HandshakeRetrier:
     return HandshakeRetrier(app[DB], app[SETTINGS], app[KEYRING])
 
 
-def background_services(role: str) -> list[Callable[[web.Application], Any]]:
-    """Workers this process runs for `role`; each has async start() and stop()."""
+def _bounce_listener(app: web.Application) -> BounceListener:
+    return BounceListener(app[DB], app[SETTINGS], app[KEYRING].bounce_key, app.get(METRICS))
+
+
+def background_services(role: str, settings: Settings) -> list[Callable[[web.Application], Any]]:
+    """Workers this process runs for `role`; each has async start() and stop(). The bounce listener runs
+    in `inbound`, and in `all` when DISPATCHER_INBOUND_SMTP is set."""
     if role == "api":
         return []
-    return [_delivery_worker, _mail_sender, _purger, _handshake_retrier]
+    if role == "inbound":
+        return [_bounce_listener]
+    listener = [_bounce_listener] if role == "all" and settings.inbound_smtp else []
+    return [_delivery_worker, _mail_sender, _purger, _handshake_retrier, *listener]

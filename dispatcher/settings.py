@@ -118,6 +118,21 @@ class Settings(BaseSettings):
         "resend): sent mail carries the messageKey in that provider's header.",
     )
 
+    # --- bounces and complaints by mail ---
+    bounce_address: str | None = Field(
+        None, pattern=r"^[^@\s+]+@[^@\s]+$",
+        description="Envelope sender base, e.g. bounces@mail.example.com: mail goes out as bounces+<token>@…",
+    )  # fmt: skip
+    inbound_smtp: str | None = Field(
+        None, pattern=r"^.+:\d+$", description="host:port of the SMTP listener for bounces and complaints; unset: off."
+    )
+    inbound_max_bytes: int = Field(10 * 2**20, ge=1024, description="Largest mail the listener accepts (552 beyond).")
+    inbound_max_connections: int = Field(
+        100, ge=1, description="SMTP connections the listener serves at once (421 beyond)."
+    )
+    bounce_token_days: float = Field(30.0, gt=0, description="Days a VERP token is honoured after the send.")
+    inbound_keep: int = Field(1000, ge=0, description="Unreadable inbound mails kept for inspection (newest).")
+
     # --- operations ---
     metrics_token: str | None = Field(None, description="If set, /metrics requires this bearer token.")
     retention_days: float | None = Field(None, description="Purge events, deliveries, attempts older.")

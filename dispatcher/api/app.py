@@ -38,7 +38,7 @@ from dispatcher.metrics import Metrics
 from dispatcher.sending import service as sending_service
 from dispatcher.settings import Settings
 
-ROLES = ("all", "api", "worker")
+ROLES = ("all", "api", "worker", "inbound")
 OPENAPI = web.AppKey("openapi", dict)
 
 
@@ -79,7 +79,7 @@ async def resources(app: web.Application, *, role: str) -> AsyncIterator[None]:
         allowed=settings.allowed_networks, limit=20, timeout=settings.verification_timeout
     )
     app[callbacks_api.VERIFICATIONS] = set()
-    if role != "worker":
+    if role in ("all", "api"):
         app[KEY_CACHE] = KeyCache(app[DB])
         await app[KEY_CACHE].start()
         app[EVENT_WRITER] = GroupWriter(app[DB].pool, events.record_groups, max_items=1000)
@@ -114,7 +114,7 @@ def create_app(settings: Settings, *, role: str = "all") -> web.Application:
     app[METRICS] = Metrics()
     app[SERVICES] = {}
     app[RATE_LIMITER] = TokenBuckets(settings.rate_limit_per_second)
-    if role == "worker":
+    if role in ("worker", "inbound"):
         table = [r for r in table if r.tag == "health"]
     for route in table:
         app.router.add_route(route.method, route.path, _wrap(route), name=route.handler.__name__)

@@ -18,7 +18,7 @@ from dispatcher.crypto import Keyring
 from dispatcher.db import Database, queries
 from dispatcher.logs import get_logger
 from dispatcher.loop import BackgroundLoop, worker_id
-from dispatcher.sending import providers, tracking
+from dispatcher.sending import providers, tracking, verp
 from dispatcher.sending.errors import SendingError
 from dispatcher.sending.mime import OutgoingMail, build_message
 from dispatcher.sending.models import DefinitionContent, DefinitionOptions, SendRequest
@@ -91,11 +91,15 @@ async def render_mail(
     for name, value in providers.message_key_headers(settings.mail_provider, msg["message_key"]).items():
         if name.lower() not in (h.lower() for h in headers):  # a header the sender set stays theirs
             headers[name] = value
+    envelope_from = None
+    if settings.bounce_address:
+        envelope_from = verp.envelope_sender(settings.bounce_address, keyring.bounce_key, account, mid)
     mail = build_message(
         from_=out["from"] or "", to=to, bcc=req.bcc or [], reply_to=out["replyTo"], subject=subject,
         html=html, text=out["text"], preheader=out["preheader"], headers=headers,
         attachments=req.attachment_bytes(), message_key=msg["message_key"],
         unsubscribe_url=tracking.tracking_url(public, "u", tracking.make_token(key, "u", account, mid)),
+        envelope_from=envelope_from,
     )  # fmt: skip
     return mail, {"subject": subject, "html": html, "text": out["text"]}
 

@@ -14,9 +14,11 @@ import asyncpg
 import pytest
 
 from dispatcher import db
+from dispatcher.api.keys import SERVICES
 from dispatcher.retention import Purger
 from dispatcher.runtime import create_app
 from tests.conftest import Api, make_key, setup_callback, wait_until
+from tests.integration.test_smtp_transport import free_port
 from tests.receiver import Receiver
 
 METRICS_TOKEN = "s3cret-metrics-token"
@@ -90,16 +92,35 @@ async def test_short_retention_purges_old_events_with_their_deliveries_but_keeps
     assert (await purger.purge())["purge_events"] == 0
 
 
-@pytest.mark.parametrize("role", ["api", "worker"])
-async def test_roles_split_the_api_from_the_workers(database, settings, aiohttp_client, role):
+@pytest.mark.parametrize(
+    ("role", "services"),
+    [
+        ("api", []),
+        ("worker", ["DeliveryWorker", "MailSender", "Purger", "HandshakeRetrier"]),
+        ("inbound", ["BounceListener"]),
+        ("all", ["DeliveryWorker", "MailSender", "Purger", "HandshakeRetrier", "BounceListener"]),
+    ],
+)
+async def test_roles_split_the_api_from_the_workers_and_the_bounce_listener(
+    database, settings, aiohttp_client, role, services
+):
+    settings = settings.model_copy(
+        update={"bounce_address": "bounces@mail.example.com", "inbound_smtp": f"127.0.0.1:{free_port()}"}
+    )
     app = create_app(settings, database=database, role=role)
     client = await aiohttp_client(app)
     key = await make_key(database, "acme")
     status = (await client.get("/v1/events", headers={"Authorization": f"Bearer {key}"})).status
-    assert status == (200 if role == "api" else 404)
+    assert status == (200 if role in ("api", "all") else 404)
     assert (await client.get("/readyz")).status == 200
-    running = [type(s).__name__ for s in app[__import__("dispatcher.api.keys").api.keys.SERVICES]["running"]]
-    assert running == ([] if role == "api" else ["DeliveryWorker", "MailSender", "Purger", "HandshakeRetrier"])
+    running = [type(s).__name__ for s in app[SERVICES]["running"]]
+    assert running == services
+
+
+async def test_without_an_inbound_address_all_runs_no_bounce_listener(database, settings, aiohttp_client):
+    app = create_app(settings, database=database)
+    await aiohttp_client(app)
+    assert "BounceListener" not in [type(s).__name__ for s in app[SERVICES]["running"]]
 
 
 async def test_starting_another_process_on_a_current_schema_takes_no_table_locks(database):
