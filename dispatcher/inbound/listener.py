@@ -120,8 +120,9 @@ class BounceListener:
                             enable_SMTPUTF8=True, timeout=60)  # fmt: skip
 
         self.server = await asyncio.get_running_loop().create_server(
-            session, host.strip("[]") or None, int(port), family=socket.AF_UNSPEC, reuse_address=True
-        )
+            session, host.strip("[]") or None, int(port), family=socket.AF_UNSPEC, reuse_address=True,
+            reuse_port=hasattr(socket, "SO_REUSEPORT"),  # `serve --processes N`: every process listens, the kernel shares
+        )  # fmt: skip
         log.info("inbound SMTP listening", address=self.settings.inbound_smtp, domain=hostname)
 
     async def stop(self) -> None:

@@ -33,6 +33,7 @@ def settings(settings, smtp, listener_port):
     return settings.model_copy(update={
         "mail_url": f"smtp://127.0.0.1:{smtp[1]}?timeout=5", "bounce_address": "bounces@mail.example.com",
         "inbound_smtp": f"127.0.0.1:{listener_port}", "inbound_max_bytes": 200_000, "inbound_max_connections": 3,
+        "metrics_token": "m-token",
     })  # fmt: skip
 
 
@@ -234,3 +235,16 @@ async def test_the_kept_mail_is_listed_and_shown_by_the_cli(api, listener_port, 
     shown = await asyncio.to_thread(cli, env, "bounces", "show", str(mail_id))
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == garbage.decode().replace("\r\n", "\n")
+
+
+async def test_refused_and_unreadable_mail_is_counted_in_metrics(api, smtp, listener_port):
+    verp, message_id = await send(api, smtp, "order-10", "jane@example.org")
+    assert (await deliver(listener_port, report("postfix_dsn_5_1_1.eml", verp, message_id), verp))[0] == 250
+    assert (await deliver(listener_port, b"Subject: hi\r\n\r\nhello\r\n", "bounces@mail.example.com"))[0] == 250
+    assert (await deliver(listener_port, b"Subject: hi\r\n\r\nhello\r\n", "x@elsewhere.example"))[0] == 550
+    forged = verp.replace(verp.split("-")[-1].split("@")[0], "a" * 16)
+    assert (await deliver(listener_port, b"Subject: hi\r\n\r\nhello\r\n", forged))[0] == 550
+    resp = await api.client.get("/metrics", headers={"Authorization": "Bearer m-token"})
+    text = await resp.text()
+    for outcome in ("recorded", "unparsed", "refused_domain", "refused_token"):
+        assert f'dispatcher_inbound_mail_total{{outcome="{outcome}"}} 1.0' in text, outcome
