@@ -86,6 +86,8 @@ CREATE TABLE callbacks (
     verification_status_code integer,
     verification_error   text,
     verification_next_at timestamptz,
+    -- The payload format and signature scheme (dispatcher/delivery/formats.py).
+    format               text NOT NULL DEFAULT 'standard' CHECK (format IN ('standard', 'ens', 'customerio')),
     UNIQUE (account_id, name)
 );
 CREATE INDEX callbacks_claimable ON callbacks (paused_until) WHERE status IN ('active', 'failing');
@@ -260,4 +262,4 @@ CREATE TABLE unparsed_mail (
     raw          bytea NOT NULL
 );
 
-INSERT INTO schema_version (version) VALUES (6);
+INSERT INTO schema_version (version) VALUES (7);

@@ -48,6 +48,7 @@ class CallbackOut(BaseModel):
     url: str
     description: str | None
     maxBatchSize: int
+    format: str
     status: str
     consecutiveFailures: int
     failingSince: str | None
@@ -89,6 +90,7 @@ def callback_json(row: asyncpg.Record, signing_secret: str | None = None) -> dic
         url=row["url"],
         description=row["description"],
         maxBatchSize=row["max_batch_size"],
+        format=row["format"],
         status=row["status"],
         consecutiveFailures=row["consecutive_failures"],
         failingSince=row["failing_since"].isoformat() if row["failing_since"] else None,
@@ -114,13 +116,13 @@ async def start_handshake(
 
 async def create_callback(
     conn: asyncpg.Connection, keyring: Keyring, account_id: int, *, name: str, url: str,
-    description: str | None, max_batch_size: int, lease: float,
+    description: str | None, max_batch_size: int, lease: float, fmt: str = "standard",
 ) -> tuple[asyncpg.Record, str, str]:  # fmt: skip
     """Returns (row, signing secret, verification key); both secrets are shown only now."""
     secret = new_signing_secret()
     try:
         async with conn.transaction():
-            row = await conn.fetchrow(SQL["create_callback"], account_id, name, url, description, max_batch_size)
+            row = await conn.fetchrow(SQL["create_callback"], account_id, name, url, description, max_batch_size, fmt)
             await conn.execute(SQL["add_secret"], row["id"], keyring.encrypt(secret))
             row, verification_key = await start_handshake(conn, keyring, row["id"], account_id, lease=lease)
     except asyncpg.UniqueViolationError:
@@ -156,6 +158,7 @@ async def update_callback(
         row = await conn.fetchrow(
             SQL["update_callback"], current["id"], account_id, changes.get("name"), changes.get("url"),
             "description" in changes, changes.get("description"), changes.get("maxBatchSize"), status,
+            changes.get("format"),
         )  # fmt: skip
     except asyncpg.UniqueViolationError:
         raise Conflict("a callback with this name already exists", field="name") from None

@@ -34,12 +34,20 @@ else:
 _BODY = ConfigDict(extra="forbid", strict=True)
 
 
+Format = Literal["standard", "ens", "customerio"]
+_FORMAT = (
+    "standard: Standard Webhooks JSON with webhook-signature; ens: Marketing Cloud ENS arrays with "
+    "x-sfmc-ens-signature; customerio: Customer.io reporting webhooks with X-CIO-Signature"
+)
+
+
 class CallbackIn(BaseModel):
     model_config = _BODY
     name: Name
     url: Url
     maxBatchSize: BatchSize = 1
     description: Description | None = None
+    format: Format = Field("standard", description=_FORMAT)
 
 
 class CallbackPatch(BaseModel):
@@ -48,6 +56,7 @@ class CallbackPatch(BaseModel):
     url: Omittable[Url] = None
     maxBatchSize: Omittable[BatchSize] = None
     description: Description | None = Field(None, description="null clears it")
+    format: Omittable[Format] = Field(None, description=_FORMAT)
     status: Omittable[Literal["active", "disabled"]] = Field(
         None, description="'active' re-enables a disabled callback."
     )
@@ -182,7 +191,8 @@ async def create_callback(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         row, secret, key = await callbacks.create_callback(
             conn, call.app[KEYRING], _account(call), name=body.name, url=body.url,
-            description=body.description, max_batch_size=body.maxBatchSize, lease=handshake.lease(call.app[SETTINGS]),
+            description=body.description, max_batch_size=body.maxBatchSize, fmt=body.format,
+            lease=handshake.lease(call.app[SETTINGS]),
         )  # fmt: skip
     _send_verification(call.app, row, key)
     return callbacks.callback_json(row, signing_secret=secret)

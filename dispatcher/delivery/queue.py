@@ -15,7 +15,7 @@ import asyncpg
 
 from dispatcher.crypto import Keyring
 from dispatcher.db import queries
-from dispatcher.delivery import policy, signing
+from dispatcher.delivery import policy
 
 SQL = queries("queue")
 Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
@@ -83,10 +83,10 @@ async def set_health(conn: asyncpg.Connection, health: Sequence[tuple[int, polic
     await conn.execute(SQL["set_health"], *_columns(rows, 6))
 
 
-async def signing_keys(conn: Conn, keyring: Keyring, callback_id: int) -> list[bytes]:
-    """The callback's live signing secrets, newest first."""
+async def signing_secrets(conn: Conn, keyring: Keyring, callback_id: int) -> list[str]:
+    """The callback's live signing secrets (`whsec_…`), newest first."""
     rows = await conn.fetch(SQL["live_secrets"], callback_id)
-    return [signing.secret_bytes(keyring.decrypt(r["secret_enc"])) for r in rows]
+    return [keyring.decrypt(r["secret_enc"]) for r in rows]
 
 
 async def notify(conn: asyncpg.Connection) -> None:

@@ -26,7 +26,7 @@ import asyncpg
 from dispatcher import ids
 from dispatcher.crypto import Keyring
 from dispatcher.db import DB_ERRORS, Database
-from dispatcher.delivery import outbound, payload, policy, queue, signing
+from dispatcher.delivery import formats, outbound, policy, queue
 from dispatcher.logs import get_logger
 from dispatcher.loop import BackgroundLoop, wait_event, worker_id
 from dispatcher.settings import Settings
@@ -55,6 +55,7 @@ class Job:
     url: str
     batched: bool
     secrets_version: int
+    format: str  # dispatcher/delivery/formats.py
     rows: list[asyncpg.Record]
     claimed_at: float  # monotonic
     recorded: bool = False  # its outcome is buffered for the flusher: never record it twice
@@ -97,7 +98,7 @@ class DeliveryWorker:
         self._queued = 0  # jobs waiting behind the callbacks in _ready
         self._windows: dict[int, policy.Window] = {}  # callbacks whose slots differ from a new one's
         self._swept = time.monotonic()
-        self._keys: dict[int, tuple[int, float, list[bytes]]] = {}
+        self._keys: dict[int, tuple[int, float, list[str]]] = {}
         self._outcomes: list[Outcome] = []
         self._handback: list[int] = []  # deliveries this worker did not send: due again shortly
         self._flush_now = asyncio.Event()
@@ -217,8 +218,8 @@ class DeliveryWorker:
             for i in range(0, len(items), size):
                 chunk = items[i : i + size]
                 first = chunk[0]
-                jobs.append(Job(cb, first["account_id"], first["url"], size > 1, first["secrets_version"], chunk,
-                                time.monotonic()))  # fmt: skip
+                jobs.append(Job(cb, first["account_id"], first["url"], size > 1, first["secrets_version"],
+                                first["format"], chunk, time.monotonic()))  # fmt: skip
         return jobs
 
     def _take(self, job: Job) -> None:
@@ -297,11 +298,11 @@ class DeliveryWorker:
 
     # --- one request -------------------------------------------------------------------------
 
-    async def _signing_keys(self, job: Job) -> list[bytes]:
+    async def _signing_secrets(self, job: Job) -> list[str]:
         cached = self._keys.get(job.callback_id)
         if cached and cached[0] == job.secrets_version and time.monotonic() - cached[1] < KEYS_TTL:
             return cached[2]
-        keys = await queue.signing_keys(self.db.pool, self.keyring, job.callback_id)
+        keys = await queue.signing_secrets(self.db.pool, self.keyring, job.callback_id)
         self._keys[job.callback_id] = (job.secrets_version, time.monotonic(), keys)
         return keys
 
@@ -311,14 +312,15 @@ class DeliveryWorker:
             # keeps their timeouts from arriving together, a stall for everyone else on this loop.
             await asyncio.sleep(random.uniform(0, self.settings.webhook_timeout / 2))
         try:
-            keys = await self._signing_keys(job)
+            secrets = await self._signing_secrets(job)
         except DB_ERRORS as exc:
             log.warning("could not load signing keys; handing the deliveries back", callback_id=job.callback_id,
                         error=str(exc) or type(exc).__name__)  # fmt: skip
             self._hand_back(job)
             return
-        msg_id, body = payload.request_body(job.rows, job.batched)
-        headers = signing.headers(keys, msg_id, int(time.time()), body, outbound.USER_AGENT)
+        msg_id, body, headers = formats.request(
+            job.format, job.rows, job.batched, secrets, int(time.time()), outbound.USER_AGENT
+        )
         response = await outbound.post(self.session, job.url, body, headers, self.settings.allowed_networks)
         self._outcome(job, response, msg_id)  # first: whatever happens next, the attempt is on record
         self._adapt(job.callback_id, response)

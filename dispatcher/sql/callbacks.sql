@@ -1,7 +1,7 @@
 -- name: create_callback
 -- A new callback waiting for its owner to prove control of the URL.
-INSERT INTO callbacks (account_id, name, url, description, max_batch_size)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO callbacks (account_id, name, url, description, max_batch_size, format)
+VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING *
 
 -- name: add_secret
@@ -33,6 +33,7 @@ UPDATE callbacks SET
     description = CASE WHEN $5::boolean THEN $6 ELSE description END,
     max_batch_size = coalesce($7, max_batch_size),
     status = coalesce($8, status),
+    format = coalesce($9, format),
     consecutive_failures = CASE WHEN $8 = 'active' THEN 0 ELSE consecutive_failures END,
     failing_since = CASE WHEN $8 = 'active' THEN NULL ELSE failing_since END,
     paused_until = CASE WHEN $8 = 'active' THEN '-infinity' ELSE paused_until END,

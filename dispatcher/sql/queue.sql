@@ -63,7 +63,7 @@ FROM nosync, events e, callbacks c
 WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM picked))  -- a TID scan: a join may hash the whole table instead
   AND e.id = d.event_id AND c.id = d.callback_id
 RETURNING d.id, d.account_id, d.callback_id, d.attempts, d.retry_base,
-          c.url, c.max_batch_size, c.secrets_version,
+          c.url, c.max_batch_size, c.secrets_version, c.format,
           e.id AS event_id, e.type, e.message_key, e.definition_key, e.recipient, e.occurred_at,
           -- The worker builds the payload around this text (dispatcher/delivery/payload.py), so numbers
           -- reach receivers exactly as stored. The envelope's keys win over the event's own.
@@ -135,7 +135,7 @@ UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $3), lease
 WHERE lease_owner = $1 AND status = 'pending' AND id = ANY($2::bigint[])
 
 -- name: live_secrets
--- The secrets a request is signed with, newest first.
+-- The secrets a request is signed with, newest first (as stored: the format decides how each signs).
 SELECT secret_enc FROM callback_secrets
 WHERE callback_id = $1 AND (valid_until IS NULL OR valid_until > now())
 ORDER BY id DESC
