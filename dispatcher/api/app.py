@@ -31,7 +31,7 @@ from dispatcher.api.keys import (
 from dispatcher.api.middlewares import request_context
 from dispatcher.api.routing import Call, Route, Router, json_response, query_dict, read_json, validate
 from dispatcher.delivery import outbound
-from dispatcher.errors import NotFound
+from dispatcher.errors import DispatcherError, NotFound
 from dispatcher.group_commit import GroupWriter
 from dispatcher.inbound import ingest
 from dispatcher.metrics import Metrics
@@ -49,9 +49,14 @@ def routers() -> list[Router]:
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        if any("\x00" in v for v in request.match_info.values()):
-            raise NotFound("not found")
-        return await run(request, await authorize(request, route.scope) if route.scope else None)
+        try:
+            if any("\x00" in v for v in request.match_info.values()):
+                raise NotFound("not found")
+            return await run(request, await authorize(request, route.scope) if route.scope else None)
+        except DispatcherError as err:
+            if route.error_shape is None:
+                raise
+            return json_response(route.error_shape.render(err), err.status, headers=err.headers)
 
     async def run(request: web.Request, principal: Any) -> web.StreamResponse:
         body = None

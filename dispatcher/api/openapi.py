@@ -121,10 +121,10 @@ def _free_form(schema: Any) -> Any:
     return out
 
 
-def _error(description: str) -> dict[str, Any]:
+def _error_ref(description: str, schema: str = "Error") -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=schema)}}},
     }
 
 
@@ -158,6 +158,13 @@ def build(routes: list[Route]) -> dict[str, Any]:
         if r.response is not None:
             ok["content"] = {"application/json": {"schema": _model(r.response, defs, "serialization")}}
         responses: dict[str, Any] = {str(r.status): ok}
+        if r.error_shape is not None:  # a compatibility route answers errors in its system's own shape
+            defs[r.error_shape.name] = r.error_shape.schema
+        error_schema = r.error_shape.name if r.error_shape is not None else "Error"
+
+        def _error(description: str, schema: str = error_schema) -> dict[str, Any]:
+            return _error_ref(description, schema)
+
         if r.status == 201:
             responses["200"] = ok  # idempotent replays answer 200 with the original
         if r.scope:

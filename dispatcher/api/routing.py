@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from dispatcher import jsontext
 from dispatcher.accounts import Principal
 from dispatcher.errors import (
+    DispatcherError,
     InvalidRequest,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -27,6 +28,16 @@ from dispatcher.errors import (
 )
 
 Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ErrorShape:
+    """How a compatibility route answers every error (auth, validation, domain): its body, and that body's
+    schema under `name` in /openapi.json."""
+
+    name: str
+    schema: dict[str, Any]
+    render: Callable[[DispatcherError], Any]
 
 
 @dataclass
@@ -45,6 +56,7 @@ class Route:
     max_body: int | None = None  # bytes; None: DISPATCHER_MAX_BODY_BYTES
     params: dict[str, Any] = field(default_factory=dict)  # path parameter -> the type its handler enforces
     errors: dict[int, str] = field(default_factory=dict)  # error answers the route gives beyond the usual ones
+    error_shape: ErrorShape | None = None  # a compatibility surface's own error body; None: the native one
 
 
 @dataclass
