@@ -17,6 +17,7 @@ from dispatcher.api import sending as sending_api
 from dispatcher.api import sources as sources_api
 from dispatcher.api import suppressions as suppressions_api
 from dispatcher.api.auth import KEY_CACHE, RATE_LIMITER, KeyCache, TokenBuckets, authorize
+from dispatcher.api.compat import ens as ens_api
 from dispatcher.api.keys import (
     DB,
     EVENT_WRITER,
@@ -44,7 +45,7 @@ OPENAPI = web.AppKey("openapi", dict)
 
 def routers() -> list[Router]:
     return [health.router, events_api.router, callbacks_api.router, sending_api.router, sources_api.router,
-            suppressions_api.router]  # fmt: skip
+            suppressions_api.router, ens_api.router]  # fmt: skip
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
