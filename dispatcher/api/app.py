@@ -11,6 +11,7 @@ from aiohttp import web
 
 from dispatcher import events
 from dispatcher.api import callbacks as callbacks_api
+from dispatcher.api.compat import customerio as customerio_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api import sending as sending_api
@@ -45,7 +46,7 @@ OPENAPI = web.AppKey("openapi", dict)
 
 def routers() -> list[Router]:
     return [health.router, events_api.router, callbacks_api.router, sending_api.router, sources_api.router,
-            suppressions_api.router, ens_api.router]  # fmt: skip
+            suppressions_api.router, ens_api.router, customerio_api.router]  # fmt: skip
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:

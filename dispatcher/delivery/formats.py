@@ -99,10 +99,12 @@ def ens_event(row: Mapping[str, Any]) -> dict[str, Any]:
 def cio_event(row: Mapping[str, Any]) -> dict[str, Any]:
     """One event as a Customer.io reporting webhook sends it."""
     data = _data(row)
+    identifiers = data.get("identifiers") or ({"email": row["recipient"]} if row["recipient"] else {})
     fields: dict[str, Any] = {
         "delivery_id": row["message_key"],
         "recipient": row["recipient"],
-        "identifiers": data.get("identifiers") or ({"email": row["recipient"]} if row["recipient"] else {}),
+        "customer_id": identifiers.get("id"),
+        "identifiers": identifiers,
         "transactional_message_id": data.get("transactionalMessageId") or row["definition_key"],
     }
     type_ = row["type"]

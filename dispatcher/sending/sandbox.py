@@ -51,7 +51,7 @@ class RenderLimits:
 # "ok" ({field: text}), "error" (an ordinary template error) or "limit". After a CPU or memory limit
 # (spoiled) the child answers the rest of the list and exits.
 Fields = Mapping[str, tuple[str, bool]]
-Request = tuple[dict[str, tuple[str, bool]], dict[str, Any], str | None, str]
+Request = tuple[dict[str, tuple[str, bool]], dict[str, Any], str | None, str, dict[str, Any]]
 BATCH = 50  # most requests in one frame: a claim of 100 messages is two round trips, one per child
 
 
@@ -126,12 +126,11 @@ class Sandbox:
         return worker
 
     async def render(self, fields: Fields, attributes: Mapping[str, Any] | None, *, contact_key: str | None,
-                     to: str) -> dict[str, str]:  # fmt: skip
+                     to: str, scope: Mapping[str, Any] | None = None) -> dict[str, str]:  # fmt: skip
         """Render every field for one recipient; raises ``TemplateError`` (``TemplateLimitError`` for a
         limit)."""
-        call = _Call(
-            (dict(fields), dict(attributes or {}), contact_key, to), asyncio.get_running_loop().create_future()
-        )
+        request = (dict(fields), dict(attributes or {}), contact_key, to, dict(scope or {}))
+        call = _Call(request, asyncio.get_running_loop().create_future())
         self._pending.append(call)
         if not self._scheduled:  # once per loop iteration, so the calls of one claim share frames
             self._scheduled = True
@@ -218,11 +217,12 @@ def _render_one(request: Request, limits: RenderLimits) -> tuple[str, Any, bool]
     """(kind, value, whether the process must be replaced)."""
     from dispatcher.sending.templates import render
 
-    fields, attributes, contact_key, to = request
+    fields, attributes, contact_key, to, scope = request
     signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
     try:
         out = {
-            name: render(source, attributes, contact_key=contact_key, to=to, html=html, max_value=limits.max_value)
+            name: render(source, attributes, contact_key=contact_key, to=to, html=html, max_value=limits.max_value,
+                         scope=scope)
             for name, (source, html) in fields.items()
         }
     except _CpuLimit:

@@ -44,6 +44,14 @@ def suppressed_reason(reason: str) -> str:
     return f"recipient is on the suppression list ({reason})"
 
 
+def compat(request: dict[str, Any]) -> dict[str, Any]:
+    """What a compatibility route (dispatcher/api/compat/) stored beside the native send request: `scope`, more
+    Liquid variables (Customer.io's `trigger` and `customer`), and `event`, more data for every event the
+    sender records (the identifiers a Customer.io reporting webhook echoes)."""
+    extra: dict[str, Any] = request.get("compat") or {}
+    return extra
+
+
 @dataclass
 class Result:
     """What happened to one claimed message, ready to be written."""
@@ -69,15 +77,16 @@ class Rendered:
 
 async def render_mail(
     msg: asyncpg.Record, req: SendRequest, content: DefinitionContent, options: DefinitionOptions,
-    settings: Settings, keyring: Keyring, sandbox: Sandbox,
+    settings: Settings, keyring: Keyring, sandbox: Sandbox, scope: dict[str, Any] | None = None,
 ) -> tuple[OutgoingMail, dict[str, Any]]:  # fmt: skip
-    """Render the templates in the sandbox, then add tracking and build the MIME message here."""
+    """Render the templates in the sandbox, then add tracking and build the MIME message here. `scope`: more
+    Liquid variables a compatibility route stored with the send (see `compat` below)."""
     to, attrs, ck = req.recipient.to, req.recipient.attributes, req.recipient.contactKey
     sources = {"from": content.from_, "replyTo": content.replyTo, "subject": content.subject, "html": content.html,
                "text": content.text, "preheader": content.preheader}  # fmt: skip
     fields = {name: (source, name == "html") for name, source in sources.items() if source is not None}
     out: dict[str, str | None] = dict.fromkeys(sources)
-    out.update(await sandbox.render(fields, attrs, contact_key=ck, to=to))
+    out.update(await sandbox.render(fields, attrs, contact_key=ck, to=to, scope=scope))
 
     key, account, mid, public = keyring.tracking_key, msg["account_id"], msg["id"], settings.tracking_base_url
     html = out["html"]
@@ -199,7 +208,7 @@ class MailSender:
         return events.NewEvent(
             type=type_,
             message_key=msg["message_key"],
-            data=data,
+            data={**compat(msg["request"]).get("event", {}), **data},
             definition_key=msg["definition_key"],
             recipient=msg["recipient"],
         )
@@ -211,7 +220,7 @@ class MailSender:
         self, msg: asyncpg.Record, definition: asyncpg.Record | None, suppressed: str | None
     ) -> Result | Rendered:
         """`suppressed`: why the recipient is on the account's suppression list, None when it is not."""
-        req = SendRequest.model_validate(msg["request"])
+        req = SendRequest.model_validate({k: v for k, v in msg["request"].items() if k != "compat"})
         if msg["definition_key"]:
             if definition is None or definition["deleted_at"] is not None:
                 return self._failed(msg, DEFINITION_DELETED, "send definition was deleted", False)
@@ -226,7 +235,8 @@ class MailSender:
         if suppressed and not options.sendToUnsubscribed:
             return self._failed(msg, UNSUBSCRIBED, suppressed_reason(suppressed), redact)
         try:
-            mail, rendered = await render_mail(msg, req, content, options, self.settings, self.keyring, self.sandbox)
+            mail, rendered = await render_mail(msg, req, content, options, self.settings, self.keyring, self.sandbox,
+                                               compat(msg["request"]).get("scope"))  # fmt: skip
         except SendingError as exc:
             return self._failed(msg, RENDER_FAILED, f"rendering failed: {exc}", redact)
         return Rendered(mail, None if redact else rendered, redact, req.recipient.to.lower())

@@ -160,8 +160,10 @@ def render(
     to: str,
     html: bool = False,
     max_value: int = DEFAULT_MAX_VALUE,
+    scope: Mapping[str, Any] | None = None,
 ) -> str:
-    """Render ``source`` for one recipient.
+    """Render ``source`` for one recipient. ``scope``: more top-level variables, for a compatibility
+    route's own names (Customer.io's ``trigger`` and ``customer``).
 
     With ``html=True`` every ``{{ … }}`` output is HTML-escaped (the template's own
     markup is not); use it for the HTML body only. Undefined variables render as empty
@@ -171,6 +173,7 @@ def render(
     template = parse_template(source, html=html, max_value=max_value)
     try:
         return template.render(
+            **dict(scope or {}),
             attributes=dict(attributes or {}),
             recipient={"to": to, "contactKey": contact_key},
         )

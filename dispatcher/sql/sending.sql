@@ -11,6 +11,10 @@ SELECT count(*) FROM definitions WHERE account_id = $1 AND created_at > now() - 
 -- A live definition by key.
 SELECT * FROM definitions WHERE account_id = $1 AND definition_key = $2 AND deleted_at IS NULL
 
+-- name: definition_by_id
+-- A live definition by its numeric id (Customer.io's transactional_message_id).
+SELECT * FROM definitions WHERE account_id = $1 AND id = $2 AND deleted_at IS NULL
+
 -- name: list_definitions
 -- An account's live definitions.
 SELECT * FROM definitions WHERE account_id = $1 AND deleted_at IS NULL ORDER BY id
