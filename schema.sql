@@ -262,4 +262,23 @@ CREATE TABLE unparsed_mail (
     raw          bytea NOT NULL
 );
 
-INSERT INTO schema_version (version) VALUES (7);
+-- Marketing Cloud compatibility (0008): Content Builder assets and definitions' extra fields.
+CREATE TABLE mc_assets (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id    bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+    customer_key  text NOT NULL,
+    name          text NOT NULL,
+    asset_type    jsonb NOT NULL,
+    views         jsonb NOT NULL DEFAULT '{}',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    modified_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX mc_assets_key ON mc_assets (account_id, customer_key);
+CREATE TABLE mc_definitions (
+    definition_id   bigint PRIMARY KEY REFERENCES definitions ON DELETE CASCADE,
+    asset_key       text NOT NULL,
+    subscriptions   jsonb NOT NULL DEFAULT '{}',
+    classification  text
+);
+
+INSERT INTO schema_version (version) VALUES (8);

@@ -36,7 +36,7 @@ from dispatcher.settings import Settings
 
 log = get_logger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _MIGRATION_LOCK = 0x64697370  # "disp": serialises concurrent `serve` starts creating or upgrading the schema
 _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _USE = re.compile(r"^-- use: (\w+)\.(\w+)\s*$", re.MULTILINE)

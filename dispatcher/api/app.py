@@ -11,14 +11,15 @@ from aiohttp import web
 
 from dispatcher import events
 from dispatcher.api import callbacks as callbacks_api
-from dispatcher.api.compat import customerio as customerio_api
 from dispatcher.api import events as events_api
 from dispatcher.api import health, openapi
 from dispatcher.api import sending as sending_api
 from dispatcher.api import sources as sources_api
 from dispatcher.api import suppressions as suppressions_api
 from dispatcher.api.auth import KEY_CACHE, RATE_LIMITER, KeyCache, TokenBuckets, authorize
+from dispatcher.api.compat import customerio as customerio_api
 from dispatcher.api.compat import ens as ens_api
+from dispatcher.api.compat import marketingcloud as marketingcloud_api
 from dispatcher.api.keys import (
     DB,
     EVENT_WRITER,
@@ -46,7 +47,8 @@ OPENAPI = web.AppKey("openapi", dict)
 
 def routers() -> list[Router]:
     return [health.router, events_api.router, callbacks_api.router, sending_api.router, sources_api.router,
-            suppressions_api.router, ens_api.router, customerio_api.router]  # fmt: skip
+            suppressions_api.router, ens_api.router, customerio_api.router,
+            marketingcloud_api.router]  # fmt: skip
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Any]:
@@ -54,7 +56,8 @@ def _wrap(route: Route) -> Callable[[web.Request], Any]:
         try:
             if any("\x00" in v for v in request.match_info.values()):
                 raise NotFound("not found")
-            return await run(request, await authorize(request, route.scope) if route.scope else None)
+            principal = await authorize(request, route.scope, access_tokens=route.access_tokens) if route.scope else None
+            return await run(request, principal)
         except DispatcherError as err:
             if route.error_shape is None:
                 raise

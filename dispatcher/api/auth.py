@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiohttp import web
 
-from dispatcher import accounts
+from dispatcher import accounts, oauth
 from dispatcher.accounts import Principal
-from dispatcher.api.keys import DB, PRINCIPAL, SETTINGS
+from dispatcher.api.keys import DB, KEYRING, PRINCIPAL, SETTINGS
 from dispatcher.db import DB_ERRORS, Database
 from dispatcher.errors import Forbidden, RateLimited, Unauthorized
 from dispatcher.logs import get_logger
@@ -132,7 +132,8 @@ class KeyCache:
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 
 
-async def authorize(request: web.Request, scope: str) -> Principal:
+async def authorize(request: web.Request, scope: str, *, access_tokens: bool = False) -> Principal:
+    """`access_tokens`: an OAuth2 access token (dispatcher/oauth.py) stands for its API key too."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -140,6 +141,8 @@ async def authorize(request: web.Request, scope: str) -> Principal:
     key = key.strip()
     if not key.isascii() or len(key) > 200:
         raise Unauthorized("invalid or revoked API key")
+    if access_tokens and oauth.is_token(key):
+        return _admit(request, await _token_principal(request, key), scope)
     cache = request.app.get(KEY_CACHE)
     key_hash = accounts.hash_key(key)
     principal = cache.get(key_hash) if cache else None
@@ -151,6 +154,18 @@ async def authorize(request: web.Request, scope: str) -> Principal:
             cache.used(principal.key_id)
     if principal is None:
         raise Unauthorized("invalid or revoked API key")
+    return _admit(request, principal, scope)
+
+
+async def _token_principal(request: web.Request, token: str) -> Principal:
+    claim = oauth.read(oauth.token_key(request.app[KEYRING]), token)
+    principal = await oauth.principal(request.app[DB].pool, claim) if claim else None
+    if principal is None:
+        raise Unauthorized("invalid, expired or revoked access token")
+    return principal
+
+
+def _admit(request: web.Request, principal: Principal, scope: str) -> Principal:
     request[PRINCIPAL] = principal
     if not principal.allows_ip(request.remote):
         raise Forbidden("this key may not be used from this address")

@@ -57,6 +57,7 @@ class Route:
     params: dict[str, Any] = field(default_factory=dict)  # path parameter -> the type its handler enforces
     errors: dict[int, str] = field(default_factory=dict)  # error answers the route gives beyond the usual ones
     error_shape: ErrorShape | None = None  # a compatibility surface's own error body; None: the native one
+    access_tokens: bool = False  # an OAuth2 access token (POST /v2/token) is accepted beside API keys
 
 
 @dataclass

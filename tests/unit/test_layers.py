@@ -24,7 +24,7 @@ INFRASTRUCTURE = {
 }
 DOMAIN = {
     "events", "callbacks", "handshake", "accounts", "sending", "retention", "commands", "status", "group_commit",
-    "suppressions",
+    "suppressions", "oauth", "assets",
 }  # fmt: skip
 
 
