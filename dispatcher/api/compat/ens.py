@@ -53,7 +53,14 @@ _FILTERS: dict[str, str] = {
 _BODY = ConfigDict(extra="forbid", strict=True)
 BatchSize = Annotated[int, Field(ge=1, le=1000), WHOLE]
 Id = Annotated[str, Field(min_length=1, max_length=40)]
-Filter = Annotated[str, Field(min_length=3, max_length=300, pattern=r"^[A-Za-z]+=[^\x00]+$")]
+Filter = Annotated[
+    str,
+    Field(
+        max_length=300,
+        pattern=r"^(?:(?:definitionKey|smtpReason)=[^\x00]+|statusCode=[0-9]{1,9}|bounceCode=(?:HARD|SOFT))$",
+        description="name=value; the items ENS filters on: definitionKey, statusCode, bounceCode (HARD|SOFT), smtpReason",
+    ),
+]
 Categories = Annotated[list[Category], Field(min_length=1, max_length=20)]
 Filters = Annotated[list[Filter], Field(max_length=20)]
 StatusReason = Annotated[str, Field(max_length=500)]
