@@ -92,6 +92,13 @@ def _present(*names: str) -> dict[str, Any]:
     return {"required": list(names), "properties": {n: {"type": "string"} for n in names}}
 
 
+def _send_at_schema(schema: dict[str, Any]) -> None:
+    """The 90-day window as of when the document is built: the service refuses only what is later than 90 days
+    from the moment of the request, so every time the document allows stays accepted."""
+    schema["maximum"] = int(time.time() + models.MAX_SEND_AHEAD.total_seconds())
+    schema["description"] = "Unix seconds, at most 90 days ahead; a time in the past sends now."
+
+
 class SendEmail(_Model):
     """Body of `POST /v1/send/email`, as Customer.io documents it."""
 
@@ -110,7 +117,7 @@ class SendEmail(_Model):
     fake_bcc: Literal[False] | None = None
     headers: dict[str, str] | None = Field(None, json_schema_extra=_SEND_FIELDS["headers"].json_schema_extra)
     attachments: dict[str, str] | None = Field(None, json_schema_extra=_SEND_FIELDS["attachments"].json_schema_extra)
-    send_at: Int | None = None
+    send_at: Annotated[int, Field(ge=0, json_schema_extra=_send_at_schema), WHOLE] | None = None
     disable_message_retention: bool | None = None
     send_to_unsubscribed: bool | None = None
     tracked: bool | None = None
