@@ -106,7 +106,7 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 # --- auth ----------------------------------------------------------------------------------------------------------
 
 
-class TokenRequest(_Strict):
+class McTokenRequest(_Strict):
     grant_type: str = Field(description="client_credentials")
     client_id: Text
     client_secret: Annotated[str, Field(min_length=1, max_length=200)]
@@ -114,7 +114,7 @@ class TokenRequest(_Strict):
     scope: Annotated[str, Field(max_length=2000)] | None = None
 
 
-class TokenOut(BaseModel):
+class McTokenOut(BaseModel):
     access_token: str
     token_type: str
     expires_in: int
@@ -124,10 +124,10 @@ class TokenOut(BaseModel):
 
 
 @router.route("POST", "/v2/token", summary="OAuth2 client credentials: an access token for an API key",
-              scope=None, body=TokenRequest, response=TokenOut, tag=TAG, error_shape=OAUTH_ERRORS,
+              scope=None, body=McTokenRequest, response=McTokenOut, tag=TAG, error_shape=OAUTH_ERRORS,
               errors={401: "Invalid client credentials", 403: "Address or account refused"})  # fmt: skip
 async def mc_token(call: Call) -> Any:
-    body: TokenRequest = call.body
+    body: McTokenRequest = call.body
     if body.grant_type != "client_credentials":
         raise InvalidRequest("only client_credentials is supported", field="grant_type", code="unsupported_grant_type")
     principal = await accounts.authenticate(call.app[DB].pool, body.client_secret)
@@ -146,30 +146,30 @@ async def mc_token(call: Call) -> Any:
 # --- Content Builder (HTML email assets) -----------------------------------------------------------------------
 
 
-class AssetType(_Strict):
+class McAssetType(_Strict):
     name: Literal["htmlemail"]
     id: Literal[208] | None = None
 
 
-class View(_Strict):
+class McView(_Strict):
     content: Annotated[str, Field(max_length=1_000_000)]
 
 
-class Views(_Strict):
-    html: View | None = None
-    text: View | None = None
-    subjectline: View | None = None
-    preheader: View | None = None
+class McViews(_Strict):
+    html: McView | None = None
+    text: McView | None = None
+    subjectline: McView | None = None
+    preheader: McView | None = None
 
 
-class AssetCreate(_Strict):
+class McAssetCreate(_Strict):
     customerKey: Text | None = None
     name: Text
-    assetType: AssetType
-    views: Views = Field(default_factory=Views)
+    assetType: McAssetType
+    views: McViews = Field(default_factory=McViews)
 
 
-class AssetOut(BaseModel):
+class McAssetOut(BaseModel):
     id: int
     customerKey: str
     name: str
@@ -180,7 +180,7 @@ class AssetOut(BaseModel):
     memberId: int
 
 
-class AssetQuery(BaseModel):
+class McAssetQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     page: int = Field(1, ge=1, le=100_000, alias="$page")
     pageSize: int = Field(50, ge=1, le=50, alias="$pageSize")
@@ -189,16 +189,16 @@ class AssetQuery(BaseModel):
     )
 
 
-class AssetListOut(BaseModel):
+class McAssetListOut(BaseModel):
     count: int
     page: int
     pageSize: int
     links: dict[str, Any]
-    items: list[AssetOut]
+    items: list[McAssetOut]
 
 
 def asset_json(row: asyncpg.Record) -> dict[str, Any]:
-    return AssetOut(
+    return McAssetOut(
         id=row["id"], customerKey=row["customer_key"], name=row["name"], assetType=row["asset_type"],
         views=row["views"], createdDate=row["created_at"].isoformat(), modifiedDate=row["modified_at"].isoformat(),
         memberId=row["account_id"],
@@ -206,9 +206,9 @@ def asset_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 @router.route("POST", "/asset/v1/content/assets", summary="Create an HTML email asset (Content Builder subset)",
-              scope="messages:send", body=AssetCreate, response=AssetOut, status=201, **MC)  # fmt: skip
+              scope="messages:send", body=McAssetCreate, response=McAssetOut, status=201, **MC)  # fmt: skip
 async def mc_create_asset(call: Call) -> Any:
-    body: AssetCreate = call.body
+    body: McAssetCreate = call.body
     views = body.views.model_dump(exclude_none=True)
     async with call.app[DB].pool.acquire() as conn:
         row = await assets.create_asset(
@@ -234,9 +234,9 @@ def _filter(expr: str | None) -> tuple[str | None, str | None]:
 
 
 @router.route("GET", "/asset/v1/content/assets", summary="List assets (page, pageSize, a customerKey or name filter)",
-              scope="messages:send", query=AssetQuery, response=AssetListOut, **MC)  # fmt: skip
+              scope="messages:send", query=McAssetQuery, response=McAssetListOut, **MC)  # fmt: skip
 async def mc_list_assets(call: Call) -> Any:
-    q: AssetQuery = call.query
+    q: McAssetQuery = call.query
     key, name = _filter(q.filter)
     async with call.app[DB].pool.acquire() as conn:
         rows, total = await assets.list_assets(
@@ -246,7 +246,7 @@ async def mc_list_assets(call: Call) -> Any:
 
 
 @router.route("GET", "/asset/v1/content/assets/{id:[0-9]+}", summary="Get an asset by id", scope="messages:send",
-              response=AssetOut, params={"id": Annotated[int, Field(ge=0, le=10**18 - 1)]}, **MC)  # fmt: skip
+              response=McAssetOut, params={"id": Annotated[int, Field(ge=0, le=10**18 - 1)]}, **MC)  # fmt: skip
 async def mc_get_asset(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         asset_id = call.path("id")
@@ -258,46 +258,46 @@ async def mc_get_asset(call: Call) -> Any:
 # --- send definitions ------------------------------------------------------------------------------------------
 
 
-class ContentRef(_Strict):
+class McContentRef(_Strict):
     customerKey: Text
 
 
-class Subscriptions(_Strict):
+class McSubscriptions(_Strict):
     list: Text | None = None
     dataExtension: Text | None = None
     autoAddSubscriber: bool | None = None
     updateSubscriber: bool | None = None
 
 
-class Options(_Strict):
+class McOptions(_Strict):
     trackLinks: bool | None = None
 
 
 Classification = Annotated[str, Field(min_length=1, max_length=400)]
 
 
-class DefinitionCreate(_Strict):
+class McDefinitionCreate(_Strict):
     definitionKey: models.DefinitionKey
     name: models.Name
     description: Annotated[str, Field(max_length=2000)] | None = None
     classification: Classification | None = None
     status: Literal["active", "inactive"] = "active"
-    content: ContentRef
-    subscriptions: Subscriptions = Field(default_factory=Subscriptions)
-    options: Options = Field(default_factory=Options)
+    content: McContentRef
+    subscriptions: McSubscriptions = Field(default_factory=McSubscriptions)
+    options: McOptions = Field(default_factory=McOptions)
 
 
-class DefinitionPatch(_Strict):
+class McDefinitionPatch(_Strict):
     name: models.Name | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
     classification: Classification | None = None
     status: Literal["active", "inactive", "deleted"] | None = None
-    content: ContentRef | None = None
-    subscriptions: Subscriptions | None = None
-    options: Options | None = None
+    content: McContentRef | None = None
+    subscriptions: McSubscriptions | None = None
+    options: McOptions | None = None
 
 
-class DefinitionOut(BaseModel):
+class McDefinitionOut(BaseModel):
     requestId: str
     definitionKey: str
     definitionId: str
@@ -312,22 +312,22 @@ class DefinitionOut(BaseModel):
     options: dict[str, Any]
 
 
-class DefinitionsQuery(BaseModel):
+class McDefinitionsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     page: int = Field(1, ge=1, le=100_000, alias="$page")
     pageSize: int = Field(50, ge=1, le=500, alias="$pageSize")
     status: Literal["active", "inactive"] | None = None
 
 
-class DefinitionListOut(BaseModel):
+class McDefinitionListOut(BaseModel):
     requestId: str
-    definitions: list[DefinitionOut]
+    definitions: list[McDefinitionOut]
     count: int
     page: int
     pageSize: int
 
 
-class DeletedOut(BaseModel):
+class McDeletedOut(BaseModel):
     requestId: str
     deletedDefinitionKey: str
     deletedDefinitionId: str
@@ -335,7 +335,7 @@ class DeletedOut(BaseModel):
 
 
 def definition_json(row: asyncpg.Record, extras: asyncpg.Record | None) -> dict[str, Any]:
-    return DefinitionOut(
+    return McDefinitionOut(
         requestId=_request_id(), definitionKey=row["definition_key"], definitionId=str(row["id"]), name=row["name"],
         description=row["description"], classification=extras["classification"] if extras else None,
         status=row["status"], createdDate=row["created_at"].isoformat(), modifiedDate=row["updated_at"].isoformat(),
@@ -371,9 +371,9 @@ _DEF_KEY = {"definitionKey": Annotated[str, Field(min_length=1, max_length=100)]
 
 
 @router.route("POST", "/messaging/v1/email/definitions", summary="Create an email send definition from an asset",
-              scope="messages:send", body=DefinitionCreate, response=DefinitionOut, status=201, **MC)  # fmt: skip
+              scope="messages:send", body=McDefinitionCreate, response=McDefinitionOut, status=201, **MC)  # fmt: skip
 async def mc_create_definition(call: Call) -> Any:
-    body: DefinitionCreate = call.body
+    body: McDefinitionCreate = call.body
     account, settings = _account(call), call.app[SETTINGS]
     sender = _sender(body.classification)
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
@@ -391,9 +391,9 @@ async def mc_create_definition(call: Call) -> Any:
 
 
 @router.route("GET", "/messaging/v1/email/definitions", summary="List email send definitions", scope="messages:send",
-              query=DefinitionsQuery, response=DefinitionListOut, **MC)  # fmt: skip
+              query=McDefinitionsQuery, response=McDefinitionListOut, **MC)  # fmt: skip
 async def mc_list_definitions(call: Call) -> Any:
-    q: DefinitionsQuery = call.query
+    q: McDefinitionsQuery = call.query
     async with call.app[DB].pool.acquire() as conn:
         rows = [r for r in await service.list_definitions(conn, _account(call)) if q.status in (None, r["status"])]
         page = rows[(q.page - 1) * q.pageSize : q.page * q.pageSize]
@@ -403,7 +403,7 @@ async def mc_list_definitions(call: Call) -> Any:
 
 
 @router.route("GET", "/messaging/v1/email/definitions/{definitionKey}", summary="Get an email send definition",
-              scope="messages:send", response=DefinitionOut, params=_DEF_KEY, **MC)  # fmt: skip
+              scope="messages:send", response=McDefinitionOut, params=_DEF_KEY, **MC)  # fmt: skip
 async def mc_get_definition(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         row = await service.get_definition(conn, _account(call), call.path("definitionKey"))
@@ -413,10 +413,10 @@ async def mc_get_definition(call: Call) -> Any:
 
 @router.route("PATCH", "/messaging/v1/email/definitions/{definitionKey}",
               summary="Change an email send definition; its asset is read again (status deleted deletes it)",
-              scope="messages:send", body=DefinitionPatch, response=DefinitionOut | DeletedOut, params=_DEF_KEY,
+              scope="messages:send", body=McDefinitionPatch, response=McDefinitionOut | McDeletedOut, params=_DEF_KEY,
               **MC)  # fmt: skip
 async def mc_patch_definition(call: Call) -> Any:
-    body: DefinitionPatch = call.body
+    body: McDefinitionPatch = call.body
     account, key = _account(call), call.path("definitionKey")
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         before = await service.get_definition(conn, account, key)
@@ -453,7 +453,7 @@ def _deleted(row: asyncpg.Record) -> dict[str, Any]:
 
 
 @router.route("DELETE", "/messaging/v1/email/definitions/{definitionKey}", summary="Delete an email send definition",
-              scope="messages:send", response=DeletedOut, params=_DEF_KEY, **MC)  # fmt: skip
+              scope="messages:send", response=McDeletedOut, params=_DEF_KEY, **MC)  # fmt: skip
 async def mc_delete_definition(call: Call) -> Any:
     account, key = _account(call), call.path("definitionKey")
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
@@ -465,24 +465,24 @@ async def mc_delete_definition(call: Call) -> Any:
 # --- sends ---------------------------------------------------------------------------------------------------------
 
 
-class Recipient(_Strict):
+class McRecipient(_Strict):
     contactKey: Annotated[str, Field(min_length=1, max_length=200)]
     to: Annotated[str, Field(min_length=1, max_length=254)]
     attributes: dict[str, Any] | None = None
 
 
-class SendRequest(_Strict):
+class McSendRequest(_Strict):
     definitionKey: Annotated[str, Field(min_length=1, max_length=100)]
-    recipient: Recipient
+    recipient: McRecipient
 
 
-class BatchRequest(_Strict):
+class McBatchRequest(_Strict):
     definitionKey: Annotated[str, Field(min_length=1, max_length=100)]
     recipients: list[dict[str, Any]] = Field(min_length=1, max_length=models.MAX_BATCH_RECIPIENTS)
     attributes: dict[str, Any] | None = None
 
 
-class SendOut(BaseModel):
+class McSendOut(BaseModel):
     requestId: str
     errorcode: int
     message: str | None = None
@@ -502,14 +502,14 @@ async def _definition(conn: asyncpg.Connection, account: int, key: str) -> async
 
 
 @router.route("POST", "/messaging/v1/email/messages/{messageKey:[^/]+}", summary="Send an email to one recipient",
-              scope="messages:send", body=SendRequest, response=SendOut, status=202, max_body=SEND_MAX_BODY,
+              scope="messages:send", body=McSendRequest, response=McSendOut, status=202, max_body=SEND_MAX_BODY,
               params=_MESSAGE_KEY, **MC)  # fmt: skip
 async def mc_send_message(call: Call) -> Any:
     try:
         key = models.validate_message_key(call.path("messageKey"))
     except ValueError as exc:
         raise Refused(400, 109108, str(exc), field="messageKey") from None
-    body: SendRequest = call.body
+    body: McSendRequest = call.body
     async with call.app[DB].pool.acquire() as conn:
         await _definition(conn, _account(call), body.definitionKey)
     recipient = body.recipient.model_dump(exclude_none=True)
@@ -530,10 +530,10 @@ def _recipient_error(index: int, code: str, field: str, message: str) -> tuple[i
 
 
 @router.route("POST", "/messaging/v1/email/messages", summary="Send an email to up to 2000 recipients",
-              scope="messages:send", body=BatchRequest, response=SendOut, status=202, max_body=SEND_MAX_BODY,
+              scope="messages:send", body=McBatchRequest, response=McSendOut, status=202, max_body=SEND_MAX_BODY,
               **MC)  # fmt: skip
 async def mc_send_batch(call: Call) -> Any:
-    body: BatchRequest = call.body
+    body: McBatchRequest = call.body
     account = _account(call)
     native = validate(models.BatchSendRequest, body.model_dump(exclude_none=True))
     responses: list[dict[str, Any]] = []
@@ -564,7 +564,7 @@ async def mc_send_batch(call: Call) -> Any:
     return json_response(out, 202)
 
 
-class StatusOut(BaseModel):
+class McStatusOut(BaseModel):
     requestId: str
     eventCategoryType: str
     timestamp: str
@@ -575,7 +575,7 @@ class StatusOut(BaseModel):
 
 
 @router.route("GET", "/messaging/v1/email/messages/{messageKey:[^/]+}", summary="The send status of a message",
-              scope="messages:send", response=StatusOut, params=_MESSAGE_KEY, **MC)  # fmt: skip
+              scope="messages:send", response=McStatusOut, params=_MESSAGE_KEY, **MC)  # fmt: skip
 async def mc_message_status(call: Call) -> Any:
     key = call.path("messageKey")
     async with call.app[DB].read_pool.acquire() as conn:
