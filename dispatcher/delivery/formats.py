@@ -70,6 +70,8 @@ def ens_event(row: Mapping[str, Any]) -> dict[str, Any]:
     if data.get("contactKey"):
         info["subscriberKey"] = data["contactKey"]
     type_ = row["type"]
+    if type_ == "sent":
+        info["renderedSubject"] = data.get("renderedSubject") or data.get("subject")
     if type_ == "bounced":
         info |= {"bounceCode": "HARD" if data.get("bounceType") == "hard" else "SOFT",
                  "bounceMessage": data.get("reason"), "smtpReason": data.get("reason")}  # fmt: skip
@@ -81,16 +83,18 @@ def ens_event(row: Mapping[str, Any]) -> dict[str, Any]:
             "statusMessage": data.get("reason"),
             "reason": data.get("reason"),
         }
-    elif type_ == "clicked":
-        info |= {"contentLink": data.get("url"), "userAgent": data.get("userAgent"), "ipAddress": data.get("ipAddress")}
+    elif type_ == "clicked":  # ENS: location is empty when it could not be detected, as here
+        info |= {"contentLink": data.get("url"), "userAgent": data.get("userAgent"), "ipAddress": data.get("ipAddress"),
+                 "location": {}}  # fmt: skip
     elif type_ == "opened":
-        info |= {"userAgent": data.get("userAgent"), "ipAddress": data.get("ipAddress")}
+        info |= {"userAgent": data.get("userAgent"), "ipAddress": data.get("ipAddress"), "location": {}}
     return {
         "eventCategoryType": ENS_CATEGORIES.get(type_, type_),
         "timestampUTC": _epoch_ms(row),
         "compositeId": f"{ids.encode('evt', row['event_id'])}.{row['id']}",
         "definitionKey": row["definition_key"],
         "mid": row["account_id"],
+        "eid": row["account_id"],  # one account is both the business unit and its enterprise
         "eventId": ids.encode("evt", row["event_id"]),
         "info": {k: v for k, v in info.items() if v is not None},
     }

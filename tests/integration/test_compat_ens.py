@@ -194,10 +194,11 @@ async def test_bounce_and_click_events_arrive_ens_formatted_and_signed_with_the_
     assert bounce["eventCategoryType"] == BOUNCED and click["eventCategoryType"] == CLICK
     for event in (bounce, click):
         assert event["definitionKey"] == "receipt" and isinstance(event["timestampUTC"], int)
-        assert isinstance(event["mid"], int) and isinstance(event["compositeId"], str)
+        assert isinstance(event["mid"], int) and event["eid"] == event["mid"] and isinstance(event["compositeId"], str)
     assert bounce["info"]["bounceCode"] == "HARD" and bounce["info"]["smtpReason"] == "550 5.1.1 no such user"
     assert bounce["info"]["messageKey"] == "m-1" and bounce["info"]["to"] == "ann@example.com"
     info = click["info"]
+    assert info["messageKey"] == "m-1" and info["location"] == {}
     assert (info["contentLink"], info["userAgent"], info["ipAddress"]) == ("https://example.com/x", "Mail/1.0",
                                                                             "192.0.2.7")  # fmt: skip
 
