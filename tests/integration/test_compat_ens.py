@@ -242,3 +242,71 @@ async def test_refusals_come_back_in_marketing_cloud_error_shape(api: Api, recei
                                                                 "filters": ["colour=red"]}])  # fmt: skip
     assert status == 400 and "filters" in body["message"], body
     assert_marketing_cloud_error(body)
+
+
+# --- the whole Marketing Cloud flow, through the pysfmc client ----------------------------------
+
+
+@pytest.fixture
+async def marketing_cloud(database, settings, aiohttp_client, smtp) -> Any:
+    """The service on a known port (its token answers rest_instance_url there), mailing the test SMTP server;
+    pysfmc's settings for a key with the send and callback scopes."""
+    from dispatcher import accounts
+    from dispatcher.runtime import create_app
+    from tests.integration.test_compat_marketingcloud import DispatcherSettings
+    from tests.integration.test_smtp_transport import free_port
+
+    _, smtp_port = smtp
+    port = free_port()
+    s = settings.model_copy(update={"mail_url": f"smtp://127.0.0.1:{smtp_port}?timeout=5",
+                                    "public_url": f"http://127.0.0.1:{port}"})  # fmt: skip
+    await aiohttp_client(create_app(s, database=database), server_kwargs={"port": port})
+    async with database.pool.acquire() as conn:
+        account = await accounts.create_account(conn, "acme")
+        _, key = await accounts.create_key(conn, account["id"], ["messages:send", "callbacks:manage"])
+    return DispatcherSettings(client_id=key[:10], client_secret=key, account_id=str(account["id"]), subdomain="unused",
+                              base_url=f"http://127.0.0.1:{port}")  # fmt: skip
+
+
+async def test_pysfmc_creates_a_definition_and_an_ens_callback_subscribes_sends_and_gets_signed_ens_events(
+    marketing_cloud, receiver, smtp
+) -> None:
+    pysfmc = pytest.importorskip("pysfmc")
+    from tests.conftest import wait_until
+    from tests.integration.test_compat_marketingcloud import SENDER, VIEWS
+    from tests.integration.test_send_api import received
+
+    async with pysfmc.AsyncSFMCClient(settings=marketing_cloud) as client:  # 1. its first request gets a token
+        await client.assets.content.create_asset(  # 2. an asset, a definition, a callback
+            name="Receipt", asset_type_name="htmlemail", asset_type_id=208, customer_key="receipt-email", views=VIEWS
+        )
+        await client.post("/messaging/v1/email/definitions", json={
+            "definitionKey": "receipt", "name": "Receipt", "classification": SENDER,
+            "content": {"customerKey": "receipt-email"}, "subscriptions": {"list": "All Subscribers"},
+        })  # fmt: skip
+        [callback] = await client.post(f"{ENS}/ens-callbacks", json=[{"callbackName": "cb", "url": receiver.url}])
+        verified = await client.post(f"{ENS}/ens-verify", json=receiver.requests[0].json)  # 3. verify
+        assert verified["status"] == "verified", verified
+        [sub] = await client.post(f"{ENS}/ens-subscriptions", json=[{  # 4. subscribe
+            "subscriptionName": "receipts", "callbackId": callback["callbackId"],
+            "eventCategoryTypes": [SENT, "TransactionalSendEvents.EmailNotSent"], "filters": ["definitionKey=receipt"],
+        }])  # fmt: skip
+        assert sub["status"] == "active", sub
+        sent = await client.post("/messaging/v1/email/messages/order-1", json={  # 5. send
+            "definitionKey": "receipt",
+            "recipient": {"contactKey": "c-42", "to": "ann@example.com", "attributes": {"FirstName": "Ann", "order": "A1"}},
+        })  # fmt: skip
+        assert sent["errorcode"] == 0, sent
+
+        async def is_sent() -> bool:  # 6. read the status
+            status = await client.get("/messaging/v1/email/messages/order-1")
+            return bool(status["eventCategoryType"] == SENT)
+
+        await wait_until(is_sent)
+    [request] = await receiver.wait_for(1)
+    assert request.headers["x-sfmc-ens-signature"] == ens_signature(callback["signatureKey"], request.body)
+    [event] = request.json
+    assert (event["eventCategoryType"], event["definitionKey"]) == (SENT, "receipt"), event
+    assert event["info"]["messageKey"] == "order-1" and event["info"]["to"] == "ann@example.com", event
+    [mail] = received(smtp)
+    assert mail["Subject"] == "Your order A1"

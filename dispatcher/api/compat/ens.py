@@ -34,7 +34,7 @@ router = Router()
 log = get_logger("dispatcher.ens")
 TAG = "ens"
 SCOPE = "callbacks:manage"
-_ROUTE: dict[str, Any] = {"scope": SCOPE, "tag": TAG, "error_shape": sfmc.ERRORS}
+_ROUTE: dict[str, Any] = {"scope": SCOPE, "tag": TAG, "error_shape": sfmc.ERRORS, "access_tokens": True}
 
 # Our event types by ENS name, and back.
 TYPES = {name: type_ for type_, name in formats.ENS_CATEGORIES.items()}
