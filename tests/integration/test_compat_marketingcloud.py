@@ -187,7 +187,7 @@ async def test_definitions_past_the_seven_day_quota_are_refused(mc):
     assert set(refused.value.response.json()) == {"message", "errorcode", "documentation"}
 
 
-async def test_a_definition_without_a_sender_mailbox_is_refused_with_code_109123(mc):
+async def test_a_definition_without_a_sender_mailbox_is_refused_as_a_missing_field(mc):
     async with mc.client() as client:
         await client.assets.content.create_asset(
             name="R", asset_type_name="htmlemail", asset_type_id=208, customer_key="r", views=VIEWS
@@ -196,7 +196,8 @@ async def test_a_definition_without_a_sender_mailbox_is_refused_with_code_109123
             await client.post("/messaging/v1/email/definitions", json={
                 "definitionKey": "r", "name": "r", "content": {"customerKey": "r"}})  # fmt: skip
     assert refused.value.status_code == 400
-    assert refused.value.response.json()["errorcode"] == 109123
+    assert refused.value.response.json()["errorcode"] == 10002
+    assert refused.value.response.json()["message"].startswith("classification")
 
 
 async def test_wrong_client_credentials_get_an_oauth_error(mc):

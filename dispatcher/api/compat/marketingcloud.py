@@ -66,7 +66,8 @@ _OAUTH_CODES = {401: "invalid_client", 403: "unauthorized_client"}
 
 
 def _oauth_error(err: DispatcherError) -> dict[str, Any]:
-    code = err.code if err.code == "unsupported_grant_type" else _OAUTH_CODES.get(err.status, "invalid_request")
+    unsupported = err.code == "invalid_choice" and err.field == "grant_type"
+    code = "unsupported_grant_type" if unsupported else _OAUTH_CODES.get(err.status, "invalid_request")
     message = f"{err.field}: {err.message}" if err.field else err.message
     return {"error": code, "error_description": message, "error_uri": sfmc.DOCUMENTATION}
 
@@ -107,7 +108,7 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class McTokenRequest(_Strict):
-    grant_type: str = Field(description="client_credentials")
+    grant_type: Literal["client_credentials"]
     client_id: Text
     client_secret: Annotated[str, Field(min_length=1, max_length=200)]
     account_id: Text | int | None = None
@@ -128,8 +129,6 @@ class McTokenOut(BaseModel):
               errors={401: "Invalid client credentials", 403: "Address or account refused"})  # fmt: skip
 async def mc_token(call: Call) -> Any:
     body: McTokenRequest = call.body
-    if body.grant_type != "client_credentials":
-        raise InvalidRequest("only client_credentials is supported", field="grant_type", code="unsupported_grant_type")
     principal = await accounts.authenticate(call.app[DB].pool, body.client_secret)
     if principal is None or not oauth.credentials_match(body.client_id, body.client_secret):
         raise Unauthorized("invalid client_id or client_secret")
@@ -152,11 +151,15 @@ class McAssetType(_Strict):
 
 
 class McView(_Strict):
-    content: Annotated[str, Field(max_length=1_000_000)]
+    content: models.Template
+
+
+class McHtmlView(_Strict):
+    content: models.HtmlTemplate
 
 
 class McViews(_Strict):
-    html: McView | None = None
+    html: McHtmlView | None = None
     text: McView | None = None
     subjectline: McView | None = None
     preheader: McView | None = None
@@ -180,11 +183,14 @@ class McAssetOut(BaseModel):
     memberId: int
 
 
+_FILTER = r"^(customerKey|name) eq '[^'\x00]*'$"
+
+
 class McAssetQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     page: int = Field(1, ge=1, le=100_000, alias="$page")
     pageSize: int = Field(50, ge=1, le=50, alias="$pageSize")
-    filter: Annotated[str, Field(max_length=300)] | None = Field(
+    filter: Annotated[str, Field(max_length=300, pattern=_FILTER)] | None = Field(
         None, alias="$filter", description="customerKey eq 'x' or name eq 'x'"
     )
 
@@ -245,12 +251,12 @@ async def mc_list_assets(call: Call) -> Any:
     return {"count": total, "page": q.page, "pageSize": q.pageSize, "links": {}, "items": [asset_json(r) for r in rows]}
 
 
-@router.route("GET", "/asset/v1/content/assets/{id:[0-9]+}", summary="Get an asset by id", scope="messages:send",
+@router.route("GET", "/asset/v1/content/assets/{id}", summary="Get an asset by id", scope="messages:send",
               response=McAssetOut, params={"id": Annotated[int, Field(ge=0, le=10**18 - 1)]}, **MC)  # fmt: skip
 async def mc_get_asset(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         asset_id = call.path("id")
-        if len(asset_id) > 18:
+        if not asset_id.isascii() or not asset_id.isdigit() or len(asset_id) > 18:
             raise NotFound("no such asset")
         return asset_json(await assets.get_asset(conn, _account(call), int(asset_id)))
 
@@ -273,14 +279,11 @@ class McOptions(_Strict):
     trackLinks: bool | None = None
 
 
-Classification = Annotated[str, Field(min_length=1, max_length=400)]
-
-
 class McDefinitionCreate(_Strict):
     definitionKey: models.DefinitionKey
     name: models.Name
     description: Annotated[str, Field(max_length=2000)] | None = None
-    classification: Classification | None = None
+    classification: models.AddressTemplate = Field(description="The sender's mailbox (no sending classifications)")
     status: Literal["active", "inactive"] = "active"
     content: McContentRef
     subscriptions: McSubscriptions = Field(default_factory=McSubscriptions)
@@ -290,7 +293,7 @@ class McDefinitionCreate(_Strict):
 class McDefinitionPatch(_Strict):
     name: models.Name | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
-    classification: Classification | None = None
+    classification: models.AddressTemplate | None = None
     status: Literal["active", "inactive", "deleted"] | None = None
     content: McContentRef | None = None
     subscriptions: McSubscriptions | None = None
@@ -349,12 +352,12 @@ async def _native_content(conn: asyncpg.Connection, account_id: int, asset_key: 
     """The native definition content: the asset's views, sent from the classification's mailbox."""
     asset = await assets.asset_by_key(conn, account_id, asset_key)
     if asset is None:
-        raise Refused(400, 10005, "no asset has this customerKey", field="content.customerKey")
+        raise Refused(404, 30003, "no asset has this customerKey", field="content.customerKey")
     return {"from": sender, **assets.content_of(asset["views"])}
 
 
 def _sender(classification: str | None) -> str:
-    if not classification or "@" not in classification:
+    if not classification:
         raise Refused(400, 109123, "must be the sender's mailbox (e.g. 'Shop <shop@example.com>'): "
                       "dispatcher has no sending classifications", field="classification")  # fmt: skip
     return classification
@@ -467,17 +470,17 @@ async def mc_delete_definition(call: Call) -> Any:
 
 class McRecipient(_Strict):
     contactKey: Annotated[str, Field(min_length=1, max_length=200)]
-    to: Annotated[str, Field(min_length=1, max_length=254)]
+    to: models.EmailAddress
     attributes: dict[str, Any] | None = None
 
 
 class McSendRequest(_Strict):
-    definitionKey: Annotated[str, Field(min_length=1, max_length=100)]
+    definitionKey: models.DefinitionKey
     recipient: McRecipient
 
 
 class McBatchRequest(_Strict):
-    definitionKey: Annotated[str, Field(min_length=1, max_length=100)]
+    definitionKey: models.DefinitionKey
     recipients: list[dict[str, Any]] = Field(min_length=1, max_length=models.MAX_BATCH_RECIPIENTS)
     attributes: dict[str, Any] | None = None
 
@@ -496,7 +499,7 @@ async def _definition(conn: asyncpg.Connection, account: int, key: str) -> async
     try:
         definition = await service.get_definition(conn, account, key)
     except NotFound:
-        raise Refused(400, 109111, "no send definition has this definitionKey", field="definitionKey") from None
+        raise Refused(404, 109111, "no send definition has this definitionKey", field="definitionKey") from None
     service.check_content(None, definition)
     return definition
 
