@@ -66,21 +66,21 @@ Filters = Annotated[list[Filter], Field(max_length=20)]
 StatusReason = Annotated[str, Field(max_length=500)]
 
 
-class CallbackIn(BaseModel):
+class EnsCallbackIn(BaseModel):
     model_config = _BODY
     callbackName: Name
     url: Url
     maxBatchSize: BatchSize = 1000
 
 
-class CallbackUpdate(BaseModel):
+class EnsCallbackUpdate(BaseModel):
     model_config = _BODY
     callbackId: Id
     callbackName: Name
     maxBatchSize: BatchSize | None = None
 
 
-class CreatedCallbackOut(BaseModel):
+class EnsCreatedCallbackOut(BaseModel):
     callbackId: str
     callbackName: str
     url: str
@@ -88,7 +88,7 @@ class CreatedCallbackOut(BaseModel):
     signatureKey: str
 
 
-class CallbackOut(BaseModel):
+class EnsCallbackOut(BaseModel):
     callbackId: str
     callbackName: str
     url: str
@@ -97,13 +97,13 @@ class CallbackOut(BaseModel):
     statusReason: str
 
 
-class VerifyIn(BaseModel):
+class EnsVerifyIn(BaseModel):
     model_config = _BODY
     callbackId: Id
     verificationKey: Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class SubscriptionIn(BaseModel):
+class EnsSubscriptionIn(BaseModel):
     model_config = _BODY
     subscriptionName: Name
     callbackId: Id
@@ -111,7 +111,7 @@ class SubscriptionIn(BaseModel):
     filters: Filters = []
 
 
-class SubscriptionUpdate(BaseModel):
+class EnsSubscriptionUpdate(BaseModel):
     model_config = _BODY
     subscriptionId: Id
     eventCategoryTypes: Categories
@@ -121,7 +121,7 @@ class SubscriptionUpdate(BaseModel):
     statusReason: StatusReason | None = Field(None, description="accepted; not stored (answered as '')")
 
 
-class SubscriptionOut(BaseModel):
+class EnsSubscriptionOut(BaseModel):
     callbackId: str
     callbackName: str
     url: str
@@ -135,19 +135,19 @@ class SubscriptionOut(BaseModel):
 
 
 # ENS takes these as JSON arrays.
-class CallbacksIn(RootModel[Annotated[list[CallbackIn], Field(min_length=1, max_length=100)]]):
+class EnsCallbacksIn(RootModel[Annotated[list[EnsCallbackIn], Field(min_length=1, max_length=100)]]):
     pass
 
 
-class CallbackUpdates(RootModel[Annotated[list[CallbackUpdate], Field(min_length=1, max_length=100)]]):
+class EnsCallbackUpdates(RootModel[Annotated[list[EnsCallbackUpdate], Field(min_length=1, max_length=100)]]):
     pass
 
 
-class SubscriptionsIn(RootModel[Annotated[list[SubscriptionIn], Field(min_length=1, max_length=100)]]):
+class EnsSubscriptionsIn(RootModel[Annotated[list[EnsSubscriptionIn], Field(min_length=1, max_length=100)]]):
     pass
 
 
-class SubscriptionUpdates(RootModel[Annotated[list[SubscriptionUpdate], Field(min_length=1, max_length=100)]]):
+class EnsSubscriptionUpdates(RootModel[Annotated[list[EnsSubscriptionUpdate], Field(min_length=1, max_length=100)]]):
     pass
 
 
@@ -161,7 +161,7 @@ def _account(call: Call) -> int:
 
 def _callback_json(row: Any) -> dict[str, Any]:
     status = {"active": "verified", "pending_verification": "unverified"}.get(row["status"], row["status"])
-    return CallbackOut(
+    return EnsCallbackOut(
         callbackId=ids.encode("cb", row["id"]), callbackName=row["name"], url=row["url"],
         maxBatchSize=row["max_batch_size"], status=status, statusReason=row["disabled_reason"] or "",
     ).model_dump()  # fmt: skip
@@ -198,7 +198,7 @@ def ens_filters(native: dict[str, Any]) -> list[str]:
 
 
 def _subscription_json(row: Any, cb: Any) -> dict[str, Any]:
-    return SubscriptionOut(
+    return EnsSubscriptionOut(
         callbackId=ids.encode("cb", cb["id"]), callbackName=cb["name"], url=cb["url"],
         maxBatchSize=cb["max_batch_size"], subscriptionId=ids.encode("sub", row["id"]), subscriptionName=row["name"],
         eventCategoryTypes=[formats.ENS_CATEGORIES.get(t, t) for t in row["event_types"]],
@@ -239,9 +239,9 @@ async def _probe(app: web.Application, row: Any, key: str) -> str | None:
 
 @router.route("POST", "/platform/v1/ens-callbacks",
               summary="ENS: register callbacks; each URL must answer the verification POST with 200 at once",
-              body=CallbacksIn, response=list[CreatedCallbackOut], status=201, **_ROUTE)  # fmt: skip
+              body=EnsCallbacksIn, response=list[EnsCreatedCallbackOut], status=201, **_ROUTE)  # fmt: skip
 async def ens_create_callbacks(call: Call) -> Any:
-    items: list[CallbackIn] = call.body.root
+    items: list[EnsCallbackIn] = call.body.root
     s = call.app[SETTINGS]
     for item in items:
         await outbound.check_url(item.url, allow_http=s.allow_http_callbacks, allowed=s.allowed_networks)
@@ -273,7 +273,7 @@ async def ens_create_callbacks(call: Call) -> Any:
                     pass
         raise
     return [
-        CreatedCallbackOut(
+        EnsCreatedCallbackOut(
             callbackId=ids.encode("cb", row["id"]), callbackName=row["name"], url=row["url"],
             maxBatchSize=row["max_batch_size"], signatureKey=formats.ens_signature_key(secret),
         ).model_dump()
@@ -282,7 +282,7 @@ async def ens_create_callbacks(call: Call) -> Any:
 
 
 @router.route("GET", "/platform/v1/ens-callbacks", summary="ENS: list callbacks",
-              response=list[CallbackOut], **_ROUTE)  # fmt: skip
+              response=list[EnsCallbackOut], **_ROUTE)  # fmt: skip
 async def ens_list_callbacks(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         rows = await callbacks.list_callbacks(conn, _account(call))
@@ -290,16 +290,16 @@ async def ens_list_callbacks(call: Call) -> Any:
 
 
 @router.route("GET", "/platform/v1/ens-callbacks/{callbackId}", summary="ENS: get a callback",
-              response=CallbackOut, **_ROUTE)  # fmt: skip
+              response=EnsCallbackOut, **_ROUTE)  # fmt: skip
 async def ens_get_callback(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         return _callback_json(await _ens_callback(conn, _account(call), call.path("callbackId")))
 
 
 @router.route("PUT", "/platform/v1/ens-callbacks", summary="ENS: rename callbacks or change their batch size",
-              body=CallbackUpdates, response=list[CallbackOut], **_ROUTE)  # fmt: skip
+              body=EnsCallbackUpdates, response=list[EnsCallbackOut], **_ROUTE)  # fmt: skip
 async def ens_update_callbacks(call: Call) -> Any:
-    items: list[CallbackUpdate] = call.body.root
+    items: list[EnsCallbackUpdate] = call.body.root
     out = []
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         for item in items:
@@ -327,9 +327,9 @@ async def ens_delete_callback(call: Call) -> Any:
 
 
 @router.route("POST", "/platform/v1/ens-verify", summary="ENS: verify a callback with the key POSTed to its URL",
-              body=VerifyIn, response=CallbackOut, **_ROUTE)  # fmt: skip
+              body=EnsVerifyIn, response=EnsCallbackOut, **_ROUTE)  # fmt: skip
 async def ens_verify_callback(call: Call) -> Any:
-    body: VerifyIn = call.body
+    body: EnsVerifyIn = call.body
     async with call.app[DB].pool.acquire() as conn:
         await _ens_callback(conn, _account(call), body.callbackId)
         try:
@@ -345,9 +345,9 @@ async def ens_verify_callback(call: Call) -> Any:
 
 
 @router.route("POST", "/platform/v1/ens-subscriptions", summary="ENS: subscribe a verified callback to event types",
-              body=SubscriptionsIn, response=list[SubscriptionOut], status=201, **_ROUTE)  # fmt: skip
+              body=EnsSubscriptionsIn, response=list[EnsSubscriptionOut], status=201, **_ROUTE)  # fmt: skip
 async def ens_create_subscriptions(call: Call) -> Any:
-    items: list[SubscriptionIn] = call.body.root
+    items: list[EnsSubscriptionIn] = call.body.root
     out = []
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         for i, item in enumerate(items):
@@ -365,7 +365,7 @@ async def ens_create_subscriptions(call: Call) -> Any:
 
 
 @router.route("GET", "/platform/v1/ens-subscriptions-by-cb/{callbackId}", summary="ENS: a callback's subscriptions",
-              response=list[SubscriptionOut], **_ROUTE)  # fmt: skip
+              response=list[EnsSubscriptionOut], **_ROUTE)  # fmt: skip
 async def ens_list_subscriptions(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         cb = await _ens_callback(conn, _account(call), call.path("callbackId"))
@@ -374,7 +374,7 @@ async def ens_list_subscriptions(call: Call) -> Any:
 
 
 @router.route("GET", "/platform/v1/ens-subscriptions/{subscriptionId}", summary="ENS: get a subscription",
-              response=SubscriptionOut, **_ROUTE)  # fmt: skip
+              response=EnsSubscriptionOut, **_ROUTE)  # fmt: skip
 async def ens_get_subscription(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         row = await callbacks.get_subscription(conn, _account(call), call.path("subscriptionId"))
@@ -383,9 +383,9 @@ async def ens_get_subscription(call: Call) -> Any:
 
 @router.route("PUT", "/platform/v1/ens-subscriptions",
               summary="ENS: change subscriptions; status paused drops their events until active again",
-              body=SubscriptionUpdates, response=list[SubscriptionOut], **_ROUTE)  # fmt: skip
+              body=EnsSubscriptionUpdates, response=list[EnsSubscriptionOut], **_ROUTE)  # fmt: skip
 async def ens_update_subscriptions(call: Call) -> Any:
-    items: list[SubscriptionUpdate] = call.body.root
+    items: list[EnsSubscriptionUpdate] = call.body.root
     out = []
     async with call.app[DB].pool.acquire() as conn, conn.transaction():
         for item in items:
