@@ -84,7 +84,7 @@ async def setup_definition(client: AsyncSFMCClient, key: str = "receipt", asset:
     })  # fmt: skip
 
 
-async def test_pysfmc_gets_a_token_creates_an_asset_and_definition_sends_and_reads_the_status(mc, smtp):
+async def test_pysfmc_gets_a_token_creates_an_asset_and_definition_sends_and_reads_the_status(mc, smtp, database):
     authenticator = AsyncSFMCAuthenticator(mc.settings())
     token = await authenticator.get_token()
     assert token.startswith("dat_")
@@ -117,6 +117,9 @@ async def test_pysfmc_gets_a_token_creates_an_asset_and_definition_sends_and_rea
         await wait_until(is_sent)
         status = await client.get("/messaging/v1/email/messages/order-1")
         assert status["info"] == {"messageKey": "order-1", "contactKey": "c-42", "to": "ann@example.com"}
+    async with database.pool.acquire() as conn:  # what ENS payloads read as subscriberKey
+        data = await conn.fetchval("SELECT data FROM events WHERE message_key = 'order-1' AND type = 'sent'")
+    assert data["contactKey"] == "c-42"
     [mail] = received(smtp)
     assert mail["Subject"] == "Your order A1" and mail["From"] == SENDER
     assert "Hi Ann, order A1" in mail.get_body(("html",)).get_content()

@@ -518,13 +518,23 @@ async def mc_send_message(call: Call) -> Any:
     recipient = body.recipient.model_dump(exclude_none=True)
     native = validate(models.SendRequest, {"definitionKey": body.definitionKey, "recipient": recipient})
     service.check_template_limits(native, call.app[SETTINGS].render_max_value)
+    send = _with_contact_key(service.plan_send(key, native), body.recipient.contactKey)
     accepted, _ = await call.app[SEND_WRITER].write(
-        (_account(call), body.definitionKey, [service.plan_send(key, native)]), nbytes=call.request.content_length or 0
+        (_account(call), body.definitionKey, [send]), nbytes=call.request.content_length or 0
     )
     if key not in accepted:
         raise Refused(400, 109110, "MCMS_UTM_Validation_DuplicateMessageKey: a message with this messageKey exists",
                       field="messageKey")  # fmt: skip
     return json_response({"requestId": _request_id(), "errorcode": 0, "responses": [{"messageKey": key}]}, 202)
+
+
+def _with_contact_key(send: service.NewSend, contact_key: str | None) -> service.NewSend:
+    """Every event the sender records for this send carries the contactKey (ENS payloads' `subscriberKey`)."""
+    if not contact_key:
+        return send
+    compat = {"event": {"contactKey": contact_key}}
+    return service.NewSend(send.message_key, send.recipient, {**send.request, "compat": compat}, send.status,
+                           send.send_at)  # fmt: skip
 
 
 def _recipient_error(index: int, code: str, field: str, message: str) -> tuple[int, str]:
@@ -551,7 +561,8 @@ async def mc_send_batch(call: Call) -> Any:
         assert item.recipient is not None and item.recipient.messageKey is not None
         request = {"definitionKey": body.definitionKey, "recipient": {
             "to": item.recipient.to, "contactKey": item.recipient.contactKey, "attributes": item.attributes}}  # fmt: skip
-        sends.append(service.plan_send(item.recipient.messageKey, validate(models.SendRequest, request)))
+        send = service.plan_send(item.recipient.messageKey, validate(models.SendRequest, request))
+        sends.append(_with_contact_key(send, item.recipient.contactKey))
         responses.append({"messageKey": item.recipient.messageKey})
     async with call.app[DB].pool.acquire() as conn:
         await _definition(conn, account, body.definitionKey)
