@@ -308,5 +308,6 @@ async def test_pysfmc_creates_a_definition_and_an_ens_callback_subscribes_sends_
     [event] = request.json
     assert (event["eventCategoryType"], event["definitionKey"]) == (SENT, "receipt"), event
     assert event["info"]["messageKey"] == "order-1" and event["info"]["to"] == "ann@example.com", event
+    assert event["info"]["subscriberKey"] == "c-42", event
     [mail] = received(smtp)
     assert mail["Subject"] == "Your order A1"
