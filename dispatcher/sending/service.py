@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dispatcher import events
 from dispatcher.db import queries
@@ -25,6 +25,9 @@ SQL = queries("sending")
 # A comment, not a docstring: pydantic would publish a docstring as the schema's description.
 class DefinitionOut(BaseModel):
     definitionKey: str
+    transactionalMessageId: int = Field(
+        description="The definition's number, which Customer.io's transactional_message_id may name"
+    )
     name: str
     status: str
     description: str | None
@@ -37,6 +40,7 @@ class DefinitionOut(BaseModel):
 def definition_json(row: asyncpg.Record) -> dict[str, Any]:
     return DefinitionOut(
         definitionKey=row["definition_key"],
+        transactionalMessageId=row["id"],
         name=row["name"],
         status=row["status"],
         description=row["description"],

@@ -52,12 +52,6 @@ def received(smtp: Any) -> list[Any]:
     return [message_from_bytes(r.content, policy=policy.default) for r in smtp[0].received]
 
 
-async def definition_id(database: Any, key: str) -> int:
-    async with database.pool.acquire() as conn:
-        value: int = await conn.fetchval("SELECT id FROM definitions WHERE definition_key = $1", key)
-    return value
-
-
 async def customerio_callback(api: Api, receiver: Any) -> str:
     """A verified `customerio` callback subscribed to every event type; its signing secret."""
     status, created = await api.post("/v1/callbacks", {"name": "cio", "url": receiver.url, "format": "customerio"})
@@ -75,8 +69,9 @@ async def test_the_official_client_sends_a_templated_email_and_its_events_arrive
 ):
     api, url = cio
     secret = await customerio_callback(api, receiver)
-    assert (await api.post("/v1/definitions", RECEIPT))[0] == 201
-    numeric = await definition_id(database, "receipt")
+    status, definition = await api.post("/v1/definitions", RECEIPT)
+    assert status == 201, definition
+    numeric = definition["transactionalMessageId"]  # the number transactional_message_id names
     answer = await send(api.key, url, transactional_message_id=numeric, to="ann@example.com",
                         identifiers={"id": "user-42"}, message_data={"order": "A-7", "name": "Ann"})  # fmt: skip
     assert set(answer) == {"delivery_id", "queued_at"}
