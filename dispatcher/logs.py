@@ -10,6 +10,7 @@ import re
 import sys
 import threading
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -112,7 +113,31 @@ def _descriptor(stream: Any) -> int | None:
         return None
 
 
+class _Canonical:
+    """Where `canonical` writes its lines itself: the JSON LineWriter when info lines are kept, else None."""
+
+    writer: LineWriter | None = None
+
+
+def canonical(log: structlog.typing.FilteringBoundLogger, event: str, **fields: Any) -> None:
+    """An info line on a hot path (one per webhook attempt): the same JSON line as `log.info(event, **fields)`,
+    built without structlog's bound logger and processor chain, which cost half of the line (about 4 of
+    8 µs). The same steps in the same order: context variables, level, timestamp, redaction. Other output
+    (console, a stderr without a descriptor, a level above info) goes through `log.info`."""
+    writer = _Canonical.writer
+    if writer is None:
+        log.info(event, **fields)
+        return
+    fields["event"] = event
+    structlog.contextvars.merge_contextvars(None, "info", fields)
+    fields["level"] = "info"
+    fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    _redact(None, "info", fields)
+    writer.info(orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS))
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
+    _Canonical.writer = None
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any
     factory: Any
@@ -124,6 +149,8 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps, option=orjson.OPT_NON_STR_KEYS)
         writer = LineWriter(fd)
         factory = lambda *_: writer  # noqa: E731
+        if logging.getLevelNamesMapping()[level.upper()] <= logging.INFO:
+            _Canonical.writer = writer
     else:  # stderr replaced by an object without a descriptor (embedding, capture)
         renderer, factory = structlog.processors.JSONRenderer(), structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(

@@ -94,9 +94,9 @@ class Window:
     def after(self, ceiling: int, *, ok: bool, timed_out: bool) -> Window:
         if timed_out:
             return Window(max(1.0, self.limit / 2), True)
-        if ok:
+        if ok and (self.slow or self.limit != ceiling):
             return Window(min(float(ceiling), self.limit + 1), False)
-        return self
+        return self  # unchanged: at its ceiling, or a failure answered quickly
 
     @property
     def slots(self) -> int:

@@ -27,7 +27,7 @@ from dispatcher import ids
 from dispatcher.crypto import Keyring
 from dispatcher.db import DB_ERRORS, Database
 from dispatcher.delivery import formats, outbound, policy, queue
-from dispatcher.logs import get_logger
+from dispatcher.logs import canonical, get_logger
 from dispatcher.loop import BackgroundLoop, wait_event, worker_id
 from dispatcher.settings import Settings
 
@@ -38,6 +38,7 @@ HANDBACK_DELAY = 2.0  # seconds before a delivery this worker could not send is 
 # Jobs held per callback: four rounds of its slots. The loop claims more when half are left, so the
 # next rounds are already queued locally while a claim is on its way. A slow callback gets one round.
 ROUNDS = 4
+NEW_WINDOW = policy.Window()  # a callback's before any answer (frozen: built once, not per request)
 WINDOW_TTL = 60.0  # seconds; how often windows of callbacks that hold nothing and answered last are forgotten
 
 
@@ -165,13 +166,16 @@ class DeliveryWorker:
         return self._running.get(callback_id, 0) + len(self._waiting.get(callback_id, ()))
 
     def _window(self, cb: int) -> policy.Window:
-        return self._windows.get(cb) or policy.Window()
+        return self._windows.get(cb) or NEW_WINDOW
 
     def _adapt(self, cb: int, response: outbound.Response) -> None:
         """A new window after each answer (or timeout); callbacks back at a new one's are forgotten."""
         timed_out = response.error_kind == "timeout"
-        window = self._window(cb).after(self.settings.callback_concurrency, ok=response.ok, timed_out=timed_out)
-        if window == policy.Window():
+        current = self._window(cb)
+        window = current.after(self.settings.callback_concurrency, ok=response.ok, timed_out=timed_out)
+        if window is current:  # the common case under load: a callback at its ceiling stays there
+            return
+        if window == NEW_WINDOW:
             self._windows.pop(cb, None)
         else:
             self._windows[cb] = window
@@ -204,7 +208,7 @@ class DeliveryWorker:
         if self.metrics is not None:
             self.metrics.claims.inc()
         return await queue.claim(
-            self.db.pool, self.id, held=held, share=policy.Window().share(ROUNDS), limit=s.claim_batch,
+            self.db.pool, self.id, held=held, share=NEW_WINDOW.share(ROUNDS), limit=s.claim_batch,
             lease=s.lease_seconds, linger=s.batch_linger, room=self._budget(),
         )  # fmt: skip
 
@@ -326,7 +330,8 @@ class DeliveryWorker:
         self._adapt(job.callback_id, response)
         if response.status == 410 or response.retry_after is not None:
             self._return_waiting(job.callback_id)  # the receiver said stop, or not now
-        log.info(
+        canonical(
+            log,
             "webhook",
             callback_id=ids.encode("cb", job.callback_id),
             webhook_id=msg_id,

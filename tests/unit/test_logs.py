@@ -87,3 +87,51 @@ def test_a_stderr_without_a_descriptor_still_gets_json_lines(monkeypatch):
         structlog.reset_defaults()
     line = orjson.loads(captured.getvalue().splitlines()[0])
     assert line["event"] == "hello" and line["n"] == 1
+
+
+def test_a_canonical_line_is_the_line_log_info_writes(pipe, monkeypatch):
+    """The per-webhook line skips structlog's chain for speed; what it writes must not differ."""
+    import orjson
+    import structlog
+
+    from dispatcher import logs
+
+    r, w = pipe
+
+    class Stderr:  # the service's stderr: a descriptor, not a terminal
+        def fileno(self) -> int:
+            return w
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr("sys.stderr", Stderr())
+    fields = {"callback_id": "cb_1", "webhook_id": "dlv_2", "events": 1, "status": None, "note": "whsec_abcdefghijkl"}
+    try:
+        logs.configure("info", "json")
+        log = logs.get_logger("t")
+        log.info("webhook", **fields)
+        logs.canonical(log, "webhook", **fields)
+        logs._Canonical.writer.flush()  # type: ignore[union-attr]
+    finally:
+        structlog.reset_defaults()
+        logs._Canonical.writer = None
+    via_structlog, direct = (orjson.loads(line) for line in read_all(r))
+    assert direct.pop("timestamp").endswith("Z") and via_structlog.pop("timestamp").endswith("Z")
+    assert list(direct.items()) == list(via_structlog.items())
+    assert direct["note"] == "[redacted]"
+
+
+def test_canonical_lines_follow_the_level(monkeypatch, capsys):
+    """Above info, the canonical line is dropped like any info line."""
+    import structlog
+
+    from dispatcher import logs
+
+    try:
+        logs.configure("warning", "json")
+        assert logs._Canonical.writer is None
+        logs.canonical(logs.get_logger("t"), "webhook", n=1)
+    finally:
+        structlog.reset_defaults()
+    assert "webhook" not in capsys.readouterr().err
