@@ -56,7 +56,9 @@ def _wrap(route: Route) -> Callable[[web.Request], Any]:
         try:
             if any("\x00" in v for v in request.match_info.values()):
                 raise NotFound("not found")
-            principal = await authorize(request, route.scope, access_tokens=route.access_tokens) if route.scope else None
+            principal = (
+                await authorize(request, route.scope, access_tokens=route.access_tokens) if route.scope else None
+            )
             return await run(request, principal)
         except DispatcherError as err:
             if route.error_shape is None:

@@ -221,8 +221,9 @@ def _render_one(request: Request, limits: RenderLimits) -> tuple[str, Any, bool]
     signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
     try:
         out = {
-            name: render(source, attributes, contact_key=contact_key, to=to, html=html, max_value=limits.max_value,
-                         scope=scope)
+            name: render(
+                source, attributes, contact_key=contact_key, to=to, html=html, max_value=limits.max_value, scope=scope
+            )
             for name, (source, html) in fields.items()
         }
     except _CpuLimit:
