@@ -15,7 +15,13 @@ $(VENV)/.test-tools: $(BIN)/dispatcher
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: install dev run test lint
+# The browser tests drive Debian's Chromium: installed here when missing (as root, or with sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+.PHONY: install dev run test lint chromium screenshots
 install: $(BIN)/dispatcher
 
 dev: $(VENV)/.test-tools
@@ -30,5 +36,9 @@ lint: dev
 	$(BIN)/ruff format --check dispatcher tests bench
 	$(BIN)/mypy dispatcher
 
-test: lint
+test: lint chromium
 	$(BIN)/pytest -q
+
+# The README's screenshots: the browser tests save one per view into docs/img.
+screenshots: dev chromium
+	DISPATCHER_SCREENSHOTS=docs/img $(BIN)/pytest -q -p no:randomly tests/browser

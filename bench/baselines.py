@@ -1,7 +1,7 @@
 """Raw baselines: the same physical work as the service, without the service.
 
 raw_deliver: an aiohttp client POSTing signed webhook bodies to the same receiver, 50 in flight.
-raw_ingest:  one asyncpg connection inserting the same events (and their delivery rows) with unnest,
+raw_ingest:  one asyncpg connection inserting the same events (and their queue rows) with unnest,
              100 per transaction, into the real tables under a scratch account.
 """
 
@@ -68,10 +68,11 @@ INSERT INTO events (account_id, client_id, type, message_key, definition_key, re
 SELECT $1, t.client_id, t.type, t.message_key, t.definition_key, t.recipient, t.occurred_at, t.data::jsonb
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
      AS t(client_id, type, message_key, definition_key, recipient, occurred_at, data)
-RETURNING id
+RETURNING id, recorded_at
 """
 INSERT_DELIVERIES = """
-INSERT INTO deliveries (account_id, event_id, callback_id) SELECT $1, unnest($2::bigint[]), $3
+INSERT INTO queue (account_id, event_id, callback_id, created_at)
+SELECT $1, t.id, $3, t.recorded_at FROM unnest($2::bigint[], $4::timestamptz[]) AS t(id, recorded_at)
 """
 
 
@@ -107,7 +108,13 @@ async def raw_ingest(url: str, items: list[dict[str, Any]], *, batch: int = 100)
                     [now] * len(chunk),
                     [orjson.dumps(e.get("data") or {}).decode() for e in chunk],
                 )
-                await conn.execute(INSERT_DELIVERIES, account_id, [r["id"] for r in rows], callback_id)
+                await conn.execute(
+                    INSERT_DELIVERIES,
+                    account_id,
+                    [r["id"] for r in rows],
+                    callback_id,
+                    [r["recorded_at"] for r in rows],
+                )
         return time.monotonic() - t0
     finally:
         await conn.close()

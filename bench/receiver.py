@@ -9,7 +9,9 @@ POST /hang/{name}   a receiver that answers the ownership check and never answer
 GET  /_stats        counters, with the monotonic time each name's event count last changed.
 GET  /_arrivals     {messageKey: monotonic arrival} when tracking is on (latency scenario).
 POST /_secret       {"name", "secret"}: sign-check this name's sample from now on.
-POST /_reset        zero the counters (after setup, before a measurement).
+POST /_reset        zero the counters (after setup, before a measurement); {"track": bool, "order": bool}.
+                    With order on, each event's data.seq must be one more than the last one of its
+                    messageKey (from 0): every other arrival counts in `out_of_order` (deliver-ordered).
 
 time.monotonic() is CLOCK_MONOTONIC, shared by all processes on the machine, so the bench can
 compare arrival times with its own clock.
@@ -41,10 +43,13 @@ class _Counter:
 class _State:
     verify_every: int
     track: bool
+    order: bool = False
     counters: dict[str, _Counter] = field(default_factory=dict)
     secrets: dict[str, Any] = field(default_factory=dict)
     verifications: list[dict[str, Any]] = field(default_factory=list)
     arrivals: dict[str, float] = field(default_factory=dict)
+    last_seq: dict[str, int] = field(default_factory=dict)  # messageKey -> data.seq last arrived (order on)
+    out_of_order: int = 0
     seen: set[tuple[str, int]] = field(default_factory=set)
     verified_ok: int = 0
     verified_bad: int = 0
@@ -77,9 +82,16 @@ def _app(state: _State) -> web.Application:
         else:
             items = None
             n = 1
-        if state.track:
+        if state.track or state.order:
             for item in items if items is not None else [orjson.loads(body)]:
-                state.arrivals[item["data"]["messageKey"]] = now
+                data = item["data"]
+                if state.track:
+                    state.arrivals[data["messageKey"]] = now
+                if state.order:
+                    key, seq = data["messageKey"], data.get("seq")
+                    if seq != state.last_seq.get(key, -1) + 1:
+                        state.out_of_order += 1
+                    state.last_seq[key] = seq
         c.events += n
         if c.first is None:
             c.first = now
@@ -117,6 +129,7 @@ def _app(state: _State) -> web.Application:
                 "hanging": state.hanging,
                 "hanging_max": state.hanging_max,
                 "hung": state.hung,
+                "out_of_order": state.out_of_order,
             },
             dumps=lambda v: orjson.dumps(v).decode(),
         )
@@ -134,11 +147,15 @@ def _app(state: _State) -> web.Application:
         state.counters.clear()
         state.seen.clear()
         state.arrivals.clear()
+        state.last_seq.clear()
+        state.out_of_order = 0
         state.verified_ok = state.verified_bad = 0
         state.hung.clear()
         state.hanging_max = state.hanging
         if "track" in data:
             state.track = bool(data["track"])
+        if "order" in data:
+            state.order = bool(data["order"])
         return web.Response(text="ok")
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -226,9 +243,9 @@ class Receiver:
         async with self._session.post(self._base + "/_secret", json={"name": name, "secret": secret}) as r:
             r.raise_for_status()
 
-    async def reset(self, *, track: bool = False) -> None:
+    async def reset(self, *, track: bool = False, order: bool = False) -> None:
         assert self._session is not None
-        async with self._session.post(self._base + "/_reset", json={"track": track}) as r:
+        async with self._session.post(self._base + "/_reset", json={"track": track, "order": order}) as r:
             r.raise_for_status()
 
     async def verification_key(self, name: str, timeout: float = 15.0) -> str:

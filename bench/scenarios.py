@@ -17,10 +17,15 @@ from typing import Any
 
 import orjson
 
-from bench import baselines, cpu, workload
+from bench import baselines, cpu, purge, workload
+from bench.filtered import ingest_filtered
+from bench.history import history
+from bench.ordered import deliver_ordered
+from bench.overview import overview
 from bench.receiver import Receiver
 from bench.report import Result, percentile
 from bench.service import Api, Postgres, Service
+from bench.upgrade import upgrade
 from bench.workload import deliver_round, event, post_events, register_callback
 
 
@@ -196,7 +201,7 @@ async def ingest(env: Env) -> Result:
         seconds = time.monotonic() - t0
     conn = await env.pg.connect()
     try:
-        stored = await conn.fetchval("SELECT count(*) FROM deliveries")
+        stored = await conn.fetchval("SELECT count(*) FROM queue")
     finally:
         await conn.close()
     assert stored == n, f"expected {n} fan-out rows, found {stored}"
@@ -358,9 +363,9 @@ WITH ev AS (
     INSERT INTO events (account_id, type, message_key, recipient, occurred_at, data)
     SELECT $1, 'sent', 'backlog-' || g, 'user' || g || '@example.com', now(), jsonb_build_object('orderId', g)
     FROM generate_series(1, $2::int) g
-    RETURNING id
+    RETURNING id, recorded_at
 )
-INSERT INTO deliveries (account_id, event_id, callback_id) SELECT $1, id, $3 FROM ev
+INSERT INTO queue (account_id, event_id, callback_id, created_at) SELECT $1, id, $3, recorded_at FROM ev
 """
 
 
@@ -370,7 +375,7 @@ async def backlog(env: Env) -> Result:
     healthy = await register_callback(env.api, env.receiver, "healthy", batch=1)
     stuck = await register_callback(env.api, env.receiver, "stuck", batch=1, subscribe=False)
     await workload.set_status(env.api, [stuck], "disabled")
-    _log(f"reference round: {n} events, empty deliveries table")
+    _log(f"reference round: {n} events, empty queue")
     empty = await deliver_round(env.api, env.receiver, [healthy], [event(i, "a") for i in range(n)])
     _log(f"empty table: {empty.rate:,.0f} webhooks/s; inserting {size:,} pending deliveries for the disabled one")
     t0 = time.monotonic()
@@ -379,11 +384,9 @@ async def backlog(env: Env) -> Result:
         account_id = await conn.fetchval("SELECT id FROM accounts WHERE name = 'default'")
         stuck_id = int(stuck.id.removeprefix("cb_"))
         await conn.execute(BACKLOG_SQL, account_id, size, stuck_id, timeout=600)
-        await conn.execute("VACUUM ANALYZE deliveries", timeout=600)
+        await conn.execute("VACUUM ANALYZE queue", timeout=600)
         await conn.execute("VACUUM ANALYZE events", timeout=600)
-        pending = await conn.fetchval(
-            "SELECT count(*) FROM deliveries WHERE callback_id = $1 AND status = 'pending'", stuck_id
-        )
+        pending = await conn.fetchval("SELECT count(*) FROM queue WHERE callback_id = $1", stuck_id)
     finally:
         await conn.close()
     _log(f"{pending:,} pending for the disabled callback (setup {time.monotonic() - t0:.0f}s); measuring again")
@@ -647,7 +650,9 @@ SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
     # name: (function, receiver ports)
     "deliver": (deliver, 1),
     "deliver-batched": (deliver_batched, 1),
+    "deliver-ordered": (deliver_ordered, 1),
     "ingest": (ingest, 1),
+    "ingest-filtered": (ingest_filtered, 1),
     "latency": (latency, 1),
     "fanout": (fanout, 20),
     "backlog": (backlog, 1),
@@ -655,8 +660,15 @@ SCENARIOS: dict[str, tuple[Callable[[Env], Awaitable[Result]], int]] = {
     "isolation": (isolation, 1),
     "inbound": (inbound, 1),
     "bounces": (bounces, 1),
+    "upgrade": (upgrade, 1),
+    "history": (history, 1),
+    "overview": (overview, 1),
+    "purge": (purge.purge, 1),
 }
-SERVICE_ENV = {"isolation": {"DISPATCHER_WEBHOOK_TIMEOUT": ISOLATION_TIMEOUT}}  # before --service-env
+SERVICE_ENV = {
+    "isolation": {"DISPATCHER_WEBHOOK_TIMEOUT": ISOLATION_TIMEOUT},
+    "purge": purge.SERVICE_ENV,
+}  # before --service-env
 
 
 async def run(args: argparse.Namespace) -> Result:

@@ -100,6 +100,11 @@ async def revoke_key(conn: asyncpg.Connection, key_id: int) -> bool:
     return await conn.fetchrow(SQL["revoke_key"], key_id) is not None
 
 
+async def revoke_account_key(conn: asyncpg.Connection | asyncpg.Pool, account_id: int, key_id: int) -> bool:
+    """Revoke one of the account's own keys; False when it has no such live key."""
+    return await conn.fetchrow(SQL["revoke_account_key"], account_id, key_id) is not None
+
+
 async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> Principal | None:
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None

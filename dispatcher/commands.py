@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from dispatcher import accounts, callbacks, db, events, status, suppressions
+from dispatcher.crypto import load_keyring
 from dispatcher.delivery import history
 from dispatcher.errors import NotFound
 from dispatcher.inbound import reports
@@ -214,7 +215,8 @@ async def _find_callback(conn: asyncpg.Connection, callback_id: str, account: st
 
 async def callbacks_show(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> int:
     account, row = await _find_callback(conn, args.callback_id, args.account)
-    fields = {"account": account, **callbacks.callback_json(row)}
+    (shown,) = await callbacks.callbacks_json(conn, load_keyring(settings), [row])  # a v1a callback's publicKey
+    fields = {"account": account, **shown}
     table(None, [(k, "-" if v is None else v) for k, v in fields.items()])
     return 0
 

@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dispatcher.settings import Settings
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # an HMAC secret (Standard Webhooks v1)
+PRIVATE_KEY_PREFIX = "whsk_"  # an ed25519 private key's 32-byte seed (v1a): stored encrypted, never shown
+PUBLIC_KEY_PREFIX = "whpk_"  # its public key, published for receivers
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,20 @@ def load_keyring(settings: Settings) -> Keyring:
 
 def new_signing_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_signing_key() -> str:
+    """A v1a (ed25519) key pair, as the private key's seed: stored like an HMAC secret, never shown."""
+    return PRIVATE_KEY_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def ed25519_key(secret: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(base64.b64decode(secret.removeprefix(PRIVATE_KEY_PREFIX)))
+
+
+def public_key(secret: str) -> str | None:
+    """The `whpk_…` public key of a v1a signing key; None for an HMAC secret (it has none)."""
+    if not secret.startswith(PRIVATE_KEY_PREFIX):
+        return None
+    raw = ed25519_key(secret).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode()

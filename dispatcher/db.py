@@ -36,8 +36,8 @@ from dispatcher.settings import Settings
 
 log = get_logger(__name__)
 
-SCHEMA_VERSION = 8
-_MIGRATION_LOCK = 0x64697370  # "disp": serialises concurrent `serve` starts creating or upgrading the schema
+SCHEMA_VERSION = 12
+MIGRATION_LOCK = 0x64697370  # "disp": serialises concurrent `serve` starts creating or upgrading the schema
 _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _USE = re.compile(r"^-- use: (\w+)\.(\w+)\s*$", re.MULTILINE)
 
@@ -209,12 +209,13 @@ async def migrate(conn: asyncpg.Connection) -> int:
     """Bring the database to SCHEMA_VERSION; returns its version. An empty database gets schema.sql; an
     older one gets each missing migration file in order, each in its own transaction with its version
     bump. Every step runs under an advisory lock and looks at the version again once it holds it, so
-    processes starting together apply each step once. A current (or newer) database gets no DDL and no
+    processes starting together apply each step once. Today's history partitions and the next few are
+    created when missing (partitions.ensure). A current (or newer) database gets no other DDL and no
     lock: a process starting next to busy ones must not wait on (or deadlock with) their writes."""
     version = await _version(conn)
     while version is None or version < SCHEMA_VERSION:
         async with conn.transaction():
-            await conn.execute(_SQL["lock_migrations"], _MIGRATION_LOCK)
+            await conn.execute(_SQL["lock_migrations"], MIGRATION_LOCK)
             version = await _version(conn)
             if version is None:
                 await conn.execute(schema_sql())  # records SCHEMA_VERSION itself
@@ -226,6 +227,9 @@ async def migrate(conn: asyncpg.Connection) -> int:
                 await conn.execute(_SQL["record_migration"], version + 1)
                 version += 1
                 log.info("schema migrated", version=version, migration=name)
+    from dispatcher import partitions  # it builds on this module's queries
+
+    await partitions.ensure(conn)
     return version
 
 

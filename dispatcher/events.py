@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -64,6 +64,18 @@ def _in_range(value: datetime) -> datetime:
 # Strict(False): request models are strict, but a timestamp is text in JSON and must be parsed.
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_text), Strict(False), AfterValidator(_in_range)]
 Text = Annotated[str, AfterValidator(_no_nul)]
+FUTURE_LIMIT = timedelta(days=1)
+
+
+def _not_ahead(value: datetime) -> datetime:
+    """History is partitioned by when an event was recorded; a list bounded by occurredAt skips the days
+    recorded before its start minus this limit, so an event may not claim to happen later than that."""
+    if value > datetime.now(UTC) + FUTURE_LIMIT:
+        raise ValueError("is more than a day ahead of the server's clock")
+    return value
+
+
+OccurredAt = Annotated[Timestamp, AfterValidator(_not_ahead)]
 Key = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul)]
 
@@ -98,8 +110,8 @@ class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     messageKey: Key
-    id: Key | None = Field(None, description="Client event id; re-sending it is idempotent.")
-    occurredAt: Timestamp | None = None
+    id: Key | None = Field(None, description="Client event id; re-sending it within 72 hours records nothing new.")
+    occurredAt: OccurredAt | None = None
     definitionKey: Key | None = None
     recipient: Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_no_nul)] | None = None
 
@@ -215,6 +227,18 @@ async def record_events(
     transaction). Returns the rows in input order (the original row for a client id already stored)
     and how many were new."""
     return (await record_groups(conn, [(account_id, events)]))[0]
+
+
+async def record_test_event(
+    conn: asyncpg.Connection, account_id: int, callback_id: int, *, type_: str, message_key: str,
+    recipient: str | None, data: dict[str, Any],
+) -> asyncpg.Record:  # fmt: skip
+    """An event delivered to one callback only (a test the callback's owner asked for), not fanned out to
+    the account's subscriptions; returns its row with the delivery's id (delivery_id)."""
+    row: asyncpg.Record = await conn.fetchrow(
+        SQL["record_test_event"], account_id, callback_id, type_, message_key, recipient, data
+    )
+    return row
 
 
 async def record_groups(
@@ -375,3 +399,23 @@ async def events_after(conn: asyncpg.Connection, f: EventFilter, after_id: int, 
 
 async def last_event_id(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(SQL["last_event_id"]))
+
+
+async def search_events(
+    conn: asyncpg.Connection,
+    account_id: int,
+    *,
+    before_id: int | None,
+    types: list[str] | None,
+    message_key: str | None,
+    definition_key: str | None,
+    recipient: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The console's search: newest first, keyset-paginated backwards (rows before `before_id`)."""
+    return await conn.fetch(
+        SQL["search_events"], account_id, before_id or 2**63 - 1, types, message_key, definition_key, recipient,
+        since, until, limit,
+    )  # fmt: skip

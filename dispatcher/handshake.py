@@ -21,7 +21,7 @@ import asyncpg
 from dispatcher import callbacks, ids
 from dispatcher.crypto import Keyring
 from dispatcher.db import Database, queries
-from dispatcher.delivery import outbound, policy, queue, signing, verification
+from dispatcher.delivery import outbound, policy, queue, verification
 from dispatcher.logs import get_logger
 from dispatcher.loop import BackgroundLoop
 from dispatcher.settings import Settings
@@ -69,8 +69,8 @@ class Handshaker:
         self.retry = policy.RetryPolicy(schedule, settings.retry_jitter, settings.retry_after_max)
 
     async def attempt(self, p: Pending) -> asyncpg.Record | None:
-        secrets = await queue.signing_secrets(self.db.pool, self.keyring, p.callback_id)
-        keys = [signing.secret_bytes(s) for s in secrets]  # the handshake is signed the standard way
+        # The handshake is signed as the callback's standard webhooks are (v1 or v1a, per live key).
+        keys = await queue.signing_secrets(self.db.pool, self.keyring, p.callback_id)
         response = await verification.send(
             self.session, keys, callback_id=p.callback_id, url=p.url, key=p.key, allowed=self.settings.allowed_networks
         )

@@ -26,7 +26,7 @@ _SECRET_KEYS = {
     "password",
     "token",
 }
-_SECRET_PATTERNS = re.compile(r"(dk_[A-Za-z0-9_-]{20,}|whsec_[A-Za-z0-9+/=]{10,})")
+_SECRET_PATTERNS = re.compile(r"(dk_[A-Za-z0-9_-]{20,}|whs(?:ec|k)_[A-Za-z0-9+/=]{10,})")
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -34,7 +34,7 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
     for k, v in list(event.items()):
         if k.lower() in _SECRET_KEYS:
             event[k] = "[redacted]"
-        elif isinstance(v, str) and ("dk_" in v or "whsec_" in v):
+        elif isinstance(v, str) and ("dk_" in v or "whsec_" in v or "whsk_" in v):
             event[k] = _SECRET_PATTERNS.sub("[redacted]", v)
     return event
 

@@ -1,11 +1,15 @@
-"""Retention: a background purge of old events (with their deliveries, attempts and provider receipts),
-attempts, finished messages, stored bodies and expired source nonces, in bounded batches so it never holds long locks on hot tables.
-One process purges at a time (a transaction-scoped advisory lock per batch)."""
+"""Retention: history (events, their deliveries and provider receipts, the attempt log) goes a whole day
+at a time, by dropping its partitions (dispatcher/partitions.py), never a day with an event still being
+delivered; finished messages, stored bodies and expired source nonces are deleted in bounded batches,
+so the purge never holds long locks on hot tables. Each round also creates the days ahead and rolls up
+the console charts' complete slots (activity.roll_up). One process purges at a time (an advisory lock)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
+from dispatcher import activity, partitions, sessions
 from dispatcher.db import Database, queries
 from dispatcher.logs import get_logger
 from dispatcher.loop import BackgroundLoop
@@ -26,7 +30,8 @@ class Purger:
         s = self.settings
         steps = [("purge_nonces", 2 * s.source_tolerance)]
         if s.retention_days is not None:
-            steps += [(name, s.retention_days * DAY) for name in ("purge_events", "purge_attempts", "purge_messages")]
+            steps.append(("purge_messages", s.retention_days * DAY))
+            steps.append(("purge_rollups", s.retention_days * DAY))
         if s.message_body_retention_days is not None:
             steps.append(("purge_bodies", s.message_body_retention_days * DAY))
         return steps
@@ -42,8 +47,24 @@ class Purger:
         return self.settings.purge_interval
 
     async def purge(self) -> dict[str, int]:
-        """Run every step until a batch comes back short; returns rows affected per step."""
+        """Create the days ahead, drop the days past retention, roll up the charts' complete slots, then
+        run every batch step until a batch comes back short; returns rows affected per step (and
+        `partitions` dropped, `rollup_slots` counted)."""
         done: dict[str, int] = {}
+        now = datetime.now(UTC)
+        cutoff = None if self.settings.retention_days is None else now - timedelta(days=self.settings.retention_days)
+        async with self.db.pool.acquire() as conn:
+            await partitions.ensure(conn)
+            if cutoff is not None:
+                dropped = await partitions.drop_expired(conn, before=cutoff)
+                done["partitions"] = len(dropped or [])
+            done["sessions"] = await sessions.purge(conn, timedelta(seconds=self.settings.console_idle_timeout))
+            async with conn.transaction():
+                if not await conn.fetchval(SQL["try_lock"], _LOCK):
+                    return done  # another process is purging
+                # an attempt is logged after its request ended: a long webhook timeout delays the slots
+                lag = timedelta(seconds=2 * self.settings.webhook_timeout + 60)
+                done["rollup_slots"] = await activity.roll_up(conn, now, horizon=cutoff, lag=lag)
         for name, age in self.plan():
             total = 0
             while not self._loop.stopping:

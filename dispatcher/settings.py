@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     bounce_token_days: float = Field(30.0, gt=0, description="Days a VERP token is honoured after the send.")
     inbound_keep: int = Field(1000, ge=0, description="Unreadable inbound mails kept for inspection (newest).")
 
+    # --- console and portal ---
+    console_idle_timeout: float = Field(1800.0, gt=0, description="Seconds a console session may stay idle.")
+    console_session_lifetime: float = Field(43200.0, gt=0, description="Seconds a console session lasts at most.")
+    portal_frame_ancestors: str = Field(
+        "*", description="CSP frame-ancestors of portal pages: the origins that may embed a portal link."
+    )
+
     # --- operations ---
     metrics_token: str | None = Field(None, description="If set, /metrics requires this bearer token.")
     retention_days: float | None = Field(None, description="Purge events, deliveries, attempts older.")

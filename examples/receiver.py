@@ -27,7 +27,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
 def say(*parts: object) -> None:
-    print("receiver:", *parts, flush=True)
+    print(" ".join(["receiver:", *map(str, parts)]), flush=True)  # one write: lines never interleave
 
 
 class Receiver:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,10 @@ class Receiver:
     mode: str = "ok"  # ok | fail | gone | rate | slow | close | redirect
     retry_after: str = "1"
     slow_seconds: float = 5.0
+    fail_text: str = "receiver exploded"  # the body of a `fail` answer
+    hold: asyncio.Event | None = None  # when set to an Event: every answer waits until it is set
+    hold_when: Callable[[Received], bool] | None = None  # … or only the answers to requests it picks
+    answer: Callable[[Received], int | None] | None = None  # a status for this request (None: as `mode` says)
     requests: list[Received] = field(default_factory=list)
     runner: web.AppRunner | None = None
     _site: web.TCPSite | None = None
@@ -73,12 +78,17 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        received = Received(dict(request.headers), body, time.time())
         async with self._arrived:
-            self.requests.append(Received(dict(request.headers), body, time.time()))
+            self.requests.append(received)
             self._arrived.notify_all()
+        if self.hold is not None and (self.hold_when is None or self.hold_when(received)):
+            await self.hold.wait()
+        if self.answer is not None and (status := self.answer(received)) is not None:
+            return web.Response(status=status)
         mode = self.mode
         if mode == "fail":
-            return web.Response(status=500, text="receiver exploded")
+            return web.Response(status=500, text=self.fail_text)
         if mode == "gone":
             return web.Response(status=410)
         if mode == "rate":

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from dispatcher import events
 from dispatcher.api import callbacks as callbacks_api
+from dispatcher.api import console, health, openapi
 from dispatcher.api import events as events_api
-from dispatcher.api import health, openapi
+from dispatcher.api import portal as portal_api
 from dispatcher.api import sending as sending_api
 from dispatcher.api import sources as sources_api
 from dispatcher.api import suppressions as suppressions_api
@@ -46,8 +47,8 @@ OPENAPI = web.AppKey("openapi", dict)
 
 
 def routers() -> list[Router]:
-    return [health.router, events_api.router, callbacks_api.router, sending_api.router, sources_api.router,
-            suppressions_api.router, ens_api.router, customerio_api.router,
+    return [health.router, events_api.router, callbacks_api.router, portal_api.router, sending_api.router,
+            sources_api.router, suppressions_api.router, ens_api.router, customerio_api.router,
             marketingcloud_api.router]  # fmt: skip
 
 
@@ -130,6 +131,8 @@ def create_app(settings: Settings, *, role: str = "all") -> web.Application:
         table = [r for r in table if r.tag == "health"]
     for route in table:
         app.router.add_route(route.method, route.path, _wrap(route), name=route.handler.__name__)
+    if role in ("all", "api"):
+        console.setup(app)
     app[OPENAPI] = openapi.build(table)
     app.router.add_get("/openapi.json", _openapi)
     return app

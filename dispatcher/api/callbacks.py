@@ -6,16 +6,16 @@ import asyncio
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from dispatcher import callbacks, events, handshake
+from dispatcher import callbacks, events, filters, handshake, ids
 from dispatcher.api.keys import DB, KEYRING, OUTBOUND, SETTINGS
 from dispatcher.api.routing import Call, Router
 from dispatcher.callbacks import CallbackOut, SubscriptionOut, VerificationOut
 from dispatcher.delivery import history, outbound
 from dispatcher.delivery.history import AttemptOut, CallbackAttemptOut, DeliveryOut
 from dispatcher.errors import Conflict
-from dispatcher.inputs import WHOLE, Description, Int, Name, Omittable, Url
+from dispatcher.inputs import WHOLE, Description, Name, Omittable, Url
 from dispatcher.logs import get_logger
 
 router = Router()
@@ -23,11 +23,14 @@ log = get_logger("dispatcher.callbacks")
 VERIFICATIONS = web.AppKey("verifications", set[asyncio.Task[None]])
 
 BatchSize = Annotated[int, Field(ge=1, le=1000), WHOLE]
-FilterValue = Annotated[str, Field(max_length=200)] | Int | bool
+# A payload filter (docs/filters.md): checked and compiled by callbacks.create_subscription / update_subscription.
+Filters = Annotated[dict[str, Any], WithJsonSchema(filters.json_schema())]
 if TYPE_CHECKING:
     SubscribableType = str
+    MessageType = str
 else:
     SubscribableType = Literal[events.EVENT_TYPES + ("*",)]
+    MessageType = Literal[events.MESSAGE_EVENT_TYPES]
 
 
 # Request bodies are strict: a JSON value of the wrong type (true for an integer) is refused, never coerced.
@@ -40,6 +43,36 @@ _FORMAT = (
     "x-sfmc-ens-signature; customerio: Customer.io reporting webhooks with X-CIO-Signature"
 )
 
+Signature = Literal["v1", "v1a"]
+_SIGNATURE = (
+    "Standard Webhooks scheme of webhook-signature: v1 (HMAC-SHA256, the signing secret) or v1a (ed25519: "
+    "receivers verify with the callback's publicKey; format 'standard' only). Changing it makes a new key; "
+    "the old one keeps signing for the rotation grace period"
+)
+
+
+Ordering = Literal["none", "messageKey"]
+_ORDERING = (
+    "messageKey: each message's events reach this callback in the order they were recorded, one at a time "
+    "(the next is sent once the previous has succeeded or finally failed); other messages are not held up"
+)
+
+
+class RateLimit(BaseModel):
+    """At most `perSecond` requests on average, and `burst` at once, across every worker process."""
+
+    model_config = _BODY
+    perSecond: Annotated[float, Field(gt=0, le=1000, description="Requests per second, on average")]
+    burst: Annotated[int, Field(ge=1, le=10000), WHOLE] | None = Field(
+        None, description="Requests at once (default: one second's worth)"
+    )
+
+
+_RATE_LIMIT = (
+    "Deliveries wait for their turn (no retry budget is spent); a 429 without Retry-After halves the pace "
+    "for a minute. null (PATCH): no limit"
+)
+
 
 class CallbackIn(BaseModel):
     model_config = _BODY
@@ -48,6 +81,9 @@ class CallbackIn(BaseModel):
     maxBatchSize: BatchSize = 1
     description: Description | None = None
     format: Format = Field("standard", description=_FORMAT)
+    signature: Signature = Field("v1", description=_SIGNATURE)
+    ordering: Ordering = Field("none", description=_ORDERING)
+    rateLimit: RateLimit | None = Field(None, description=_RATE_LIMIT)
 
 
 class CallbackPatch(BaseModel):
@@ -57,9 +93,27 @@ class CallbackPatch(BaseModel):
     maxBatchSize: Omittable[BatchSize] = None
     description: Description | None = Field(None, description="null clears it")
     format: Omittable[Format] = Field(None, description=_FORMAT)
+    signature: Omittable[Signature] = Field(None, description=_SIGNATURE)
+    ordering: Omittable[Ordering] = Field(None, description=_ORDERING)
+    rateLimit: RateLimit | None = Field(None, description=_RATE_LIMIT)
     status: Omittable[Literal["active", "disabled"]] = Field(
         None, description="'active' re-enables a disabled callback."
     )
+    paused: Omittable[bool] = Field(
+        None, description="true pauses deliveries (they wait in the queue) until false resumes them"
+    )
+
+
+class TestEventIn(BaseModel):
+    model_config = _BODY
+    type: MessageType = Field("delivered", description="The sample event's type")
+
+
+class TestEventOut(BaseModel):
+    deliveryId: str
+    eventId: str
+    messageKey: str
+    status: str
 
 
 class CallbackListOut(BaseModel):
@@ -72,7 +126,9 @@ class VerifyIn(BaseModel):
 
 
 class SecretOut(BaseModel):
-    signingSecret: str
+    signingSecret: str | None = Field(description="v1: the new HMAC secret, shown this once; null for v1a")
+    publicKey: str | None = Field(description="v1a: the new public key (whpk_<base64>); null for v1")
+    previousPublicKey: str | None = Field(description="v1a: the old public key, still signing during the grace period")
 
 
 class SubscriptionIn(BaseModel):
@@ -80,7 +136,7 @@ class SubscriptionIn(BaseModel):
     name: Name
     callbackId: Annotated[str, Field(min_length=1, max_length=40)]
     eventTypes: Annotated[list[SubscribableType], Field(min_length=1, max_length=20)]
-    filters: Annotated[dict[Annotated[str, Field(max_length=100)], FilterValue], Field(max_length=20)] = {}
+    filters: Filters = {}
     status: Literal["active", "paused"] = "active"
 
 
@@ -88,7 +144,7 @@ class SubscriptionPatch(BaseModel):
     model_config = _BODY
     name: Omittable[Name] = None
     eventTypes: Omittable[Annotated[list[SubscribableType], Field(min_length=1, max_length=20)]] = None
-    filters: Omittable[Annotated[dict[Annotated[str, Field(max_length=100)], FilterValue], Field(max_length=20)]] = None
+    filters: Omittable[Filters] = None
     status: Omittable[Literal["active", "paused"]] = None
 
 
@@ -157,7 +213,7 @@ async def _check_url(call: Call, url: str) -> None:
     await outbound.check_url(url, allow_http=s.allow_http_callbacks, allowed=s.allowed_networks)
 
 
-def _handshaker(app: web.Application) -> handshake.Handshaker:
+def handshaker(app: web.Application) -> handshake.Handshaker:
     return handshake.Handshaker(app[DB], app[SETTINGS], app[KEYRING], app[OUTBOUND])
 
 
@@ -165,13 +221,13 @@ def _pending(row: Any, key: str) -> handshake.Pending:
     return handshake.Pending(row["id"], row["url"], key, row["verification_attempts"])
 
 
-def _send_verification(app: web.Application, row: Any, key: str) -> None:
+def send_verification(app: web.Application, row: Any, key: str) -> None:
     """After commit, POST the verification key to the URL in the background; a retrier sends it again if
     this request fails (or never records its outcome)."""
 
     async def send() -> None:
         try:
-            await _handshaker(app).attempt(_pending(row, key))
+            await handshaker(app).attempt(_pending(row, key))
         except Exception:
             log.exception("verification failed", callback_id=f"cb_{row['id']}")
 
@@ -192,10 +248,12 @@ async def create_callback(call: Call) -> Any:
         row, secret, key = await callbacks.create_callback(
             conn, call.app[KEYRING], _account(call), name=body.name, url=body.url,
             description=body.description, max_batch_size=body.maxBatchSize, fmt=body.format,
-            lease=handshake.lease(call.app[SETTINGS]),
+            signature=body.signature, lease=handshake.lease(call.app[SETTINGS]), ordering=body.ordering,
+            rate=body.rateLimit.model_dump() if body.rateLimit else None,
         )  # fmt: skip
-    _send_verification(call.app, row, key)
-    return callbacks.callback_json(row, signing_secret=secret)
+        (out,) = await callbacks.callbacks_json(conn, call.app[KEYRING], [row], signing_secret=secret)
+    send_verification(call.app, row, key)
+    return out
 
 
 @router.route("GET", "/v1/callbacks", summary="List callbacks", scope="callbacks:manage",
@@ -203,14 +261,16 @@ async def create_callback(call: Call) -> Any:
 async def list_callbacks(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         rows = await callbacks.list_callbacks(conn, _account(call))
-    return {"callbacks": [callbacks.callback_json(r) for r in rows]}
+        return {"callbacks": await callbacks.callbacks_json(conn, call.app[KEYRING], rows)}
 
 
 @router.route("GET", "/v1/callbacks/{callbackId}", summary="Get a callback", scope="callbacks:manage",
               response=CallbackOut, tag="callbacks")  # fmt: skip
 async def get_callback(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
-        return callbacks.callback_json(await callbacks.get_callback(conn, _account(call), call.path("callbackId")))
+        row = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
+        (out,) = await callbacks.callbacks_json(conn, call.app[KEYRING], [row])
+    return out
 
 
 @router.route("PATCH", "/v1/callbacks/{callbackId}", summary="Change a callback; status 'active' re-enables it",
@@ -224,9 +284,14 @@ async def patch_callback(call: Call) -> Any:
             conn, call.app[KEYRING], _account(call), call.path("callbackId"), changes,
             lease=handshake.lease(call.app[SETTINGS]),
         )  # fmt: skip
+        row, new_key = await callbacks.switch_signature(
+            conn, call.app[KEYRING], row, changes.get("signature"), call.app[SETTINGS].secret_rotation_grace
+        )
+        # Switching to v1 shows the new HMAC secret this once; a v1a key shows as its publicKey.
+        (out,) = await callbacks.callbacks_json(conn, call.app[KEYRING], [row], new_key.secret if new_key else None)
     if key:
-        _send_verification(call.app, row, key)
-    return callbacks.callback_json(row)
+        send_verification(call.app, row, key)
+    return out
 
 
 @router.route("DELETE", "/v1/callbacks/{callbackId}", summary="Delete a callback, its subscriptions and deliveries",
@@ -242,7 +307,8 @@ async def delete_callback(call: Call) -> Any:
 async def verify_callback(call: Call) -> Any:
     async with call.app[DB].pool.acquire() as conn:
         row = await callbacks.verify(conn, _account(call), call.path("callbackId"), call.body.verificationKey)
-    return callbacks.callback_json(row)
+        (out,) = await callbacks.callbacks_json(conn, call.app[KEYRING], [row])
+    return out
 
 
 @router.route("POST", "/v1/callbacks/{callbackId}/verification",
@@ -257,7 +323,7 @@ async def resend_verification(call: Call) -> Any:
         if (state := callbacks.verification_json(row)) is None:
             raise Conflict("this callback was verified before handshakes were recorded", field="callbackId")
         return state
-    outcome = await _handshaker(call.app).attempt(_pending(row, key))
+    outcome = await handshaker(call.app).attempt(_pending(row, key))
     if outcome is None:  # deleted, or another resend replaced the key meanwhile: answer the state now
         async with call.app[DB].pool.acquire() as conn:
             outcome = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
@@ -265,13 +331,26 @@ async def resend_verification(call: Call) -> Any:
 
 
 @router.route("POST", "/v1/callbacks/{callbackId}/rotate-secret",
-              summary="New signing secret; the old one keeps signing during the grace period",
+              summary="New signing secret (v1) or key pair (v1a); the old one keeps signing during the grace period",
               scope="callbacks:manage", response=SecretOut, tag="callbacks")  # fmt: skip
 async def rotate_secret(call: Call) -> Any:
     grace = call.app[SETTINGS].secret_rotation_grace
     async with call.app[DB].pool.acquire() as conn:
-        secret = await callbacks.rotate_secret(conn, call.app[KEYRING], _account(call), call.path("callbackId"), grace)
-    return {"signingSecret": secret}
+        new = await callbacks.rotate_secret(conn, call.app[KEYRING], _account(call), call.path("callbackId"), grace)
+        row = await callbacks.get_callback(conn, _account(call), call.path("callbackId"))
+        (out,) = await callbacks.callbacks_json(conn, call.app[KEYRING], [row])
+    return {"signingSecret": new.secret, "publicKey": new.public_key, "previousPublicKey": out["previousPublicKey"]}
+
+
+@router.route("POST", "/v1/callbacks/{callbackId}/test",
+              summary="Send a signed sample event to this callback now; recorded like any delivery, marked as a test",
+              scope="callbacks:manage", body=TestEventIn, response=TestEventOut, status=202, tag="callbacks")  # fmt: skip
+async def send_test_event(call: Call) -> Any:
+    body: TestEventIn = call.body
+    async with call.app[DB].pool.acquire() as conn:
+        row = await callbacks.send_test_event(conn, _account(call), call.path("callbackId"), body.type)
+    return {"deliveryId": ids.encode("dlv", row["delivery_id"]), "eventId": events.event_id(row["id"]),
+            "messageKey": row["message_key"], "status": "pending"}  # fmt: skip
 
 
 @router.route("GET", "/v1/callbacks/{callbackId}/deliveries", summary="A callback's deliveries, oldest first",

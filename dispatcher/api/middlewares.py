@@ -33,7 +33,12 @@ async def request_context(request: web.Request, handler):  # type: ignore[no-unt
     started = time.perf_counter()
     status = 500
     try:
-        response = await _errors_as_json(request, handler)
+        try:
+            response = await _errors_as_json(request, handler)
+        except web.HTTPException as redirect:  # a 3xx raised by a handler (the console's redirects)
+            status = redirect.status
+            redirect.headers["X-Request-Id"] = request_id
+            raise
         status = response.status
         response.headers["X-Request-Id"] = request_id
         return response

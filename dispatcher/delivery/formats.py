@@ -3,7 +3,8 @@ worker calls `request` and does not branch on formats anywhere else.
 
 - `standard`: Standard Webhooks. One event per request, or a JSON array for a batching callback;
   `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`
-  keyed by the base64 after `whsec_` of each live secret.
+  keyed by the base64 after `whsec_` of each live secret, or `v1a,<base64 ed25519 signature>` by each
+  live `whsk_` key of a v1a callback (only this format signs v1a: the API refuses v1a with the others).
 - `ens`: Marketing Cloud's Event Notification Service. Always a JSON array of ENS events;
   `x-sfmc-ens-signature: <base64 HMAC-SHA256 of the body>` keyed by the callback's signatureKey (the
   text after `whsec_`, as `POST /platform/v1/ens-callbacks` shows it).
@@ -135,9 +136,8 @@ def request(
 ) -> tuple[str, bytes, dict[str, str]]:  # fmt: skip
     """(webhook id, body, headers) of one request carrying `rows` to a callback of format `fmt`."""
     msg_id, body = payload.request_body(rows, batched)
-    if fmt == "standard":
-        keys = [signing.secret_bytes(s) for s in secrets]
-        return msg_id, body, signing.headers(keys, msg_id, timestamp, body, user_agent)
+    if fmt == "standard":  # v1 or v1a, as each live key signs (delivery/signing.py)
+        return msg_id, body, signing.headers(secrets, msg_id, timestamp, body, user_agent)
     ordered = sorted(rows, key=lambda r: (r["occurred_at"], r["event_id"]))
     base = {"content-type": "application/json", "user-agent": user_agent}
     if fmt == "ens":

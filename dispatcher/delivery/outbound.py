@@ -3,8 +3,12 @@
 A host is refused when any address it resolves to is loopback, private, link-local, CGNAT,
 multicast, unspecified, reserved or documentation space, in IPv4 or IPv6 (IPv4-mapped, 6to4,
 Teredo and NAT64 forms are unwrapped first), unless the address is in DISPATCHER_ALLOWED_NETWORKS.
-The connect-time check runs inside aiohttp's resolver, so DNS rebinding after registration does
-not get through. Redirects are never followed.
+The connect-time check runs on every new connection, on the addresses it will connect to, so DNS
+rebinding after registration does not get through. Redirects are never followed.
+
+Webhooks go through `WebhookClient` (a lean HTTP/1.1 client over http1.py: aiohttp's client was more than
+half of the worker's time per webhook); the ownership checks and certificate fetches use an aiohttp session
+(`make_session`, guarded by `GuardedResolver`). Both report the same `Response` and error kinds.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import ssl
 import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohappyeyeballs
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from dispatcher import __version__
+from dispatcher.delivery import http1
 from dispatcher.errors import Forbidden, InvalidRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,6 +50,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 class ForbiddenAddress(OSError):
     """Raised from the resolver so aiohttp reports a connection error we can name."""
+
+
+class Unresolvable(OSError):
+    """The receiver's host name does not resolve."""
 
 
 def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
@@ -218,8 +230,15 @@ def _literal_forbidden(url: str, allowed: tuple[Network, ...]) -> bool:
 
 
 async def post(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], allowed: Sequence[Network]
+    session: aiohttp.ClientSession | WebhookClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    allowed: Sequence[Network],
 ) -> Response:
+    """POST through either client; a WebhookClient applies the allowed networks it was made with."""
+    if isinstance(session, WebhookClient):
+        return await session.post(url, body, headers)
     started, t0 = time.time(), time.perf_counter()
 
     def done(**kw: Any) -> Response:
@@ -247,3 +266,174 @@ async def post(
         return done(error_kind="connection_error")
     except (aiohttp.ClientError, OSError):
         return done(error_kind="connection_error")
+
+
+# --- the webhook client ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a request to one URL needs, parsed once per URL."""
+
+    key: tuple[str, str, int]  # the pool's: scheme, host, port
+    host: str  # IDNA-encoded; an IPv6 literal without brackets
+    port: int
+    tls: bool
+    start: str  # the request line and the headers that depend only on the URL
+
+
+@functools.lru_cache(maxsize=4096)
+def _target(url: str) -> _Target:
+    u = yarl.URL(url)
+    if u.scheme not in ("http", "https") or not u.raw_host or u.port is None:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    host = u.raw_host.rstrip(".")
+    start = f"POST {u.raw_path_qs or '/'} HTTP/1.1\r\nHost: {u.host_port_subcomponent}\r\nAccept: */*\r\n"
+    return _Target((u.scheme, host, u.port), host, u.port, u.scheme == "https", start)
+
+
+_START_LINES = 3  # in _Target.start
+
+
+def _request_head(target: _Target, body: bytes, headers: dict[str, str]) -> bytes:
+    """The request's head as aiohttp would send it (Accept, a Content-Type for bytes, no Accept-Encoding).
+    A CR or LF inside a header would start a header or a request of its own: refused, as aiohttp does."""
+    lines = [target.start]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    given = {name.lower() for name in headers}
+    if "content-type" not in given:
+        lines.append("Content-Type: application/octet-stream\r\n")
+    if "user-agent" not in given:
+        lines.append(f"User-Agent: {USER_AGENT}\r\n")
+    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+    head = "".join(lines)
+    expected = _START_LINES + len(lines)  # the start's lines, one per header, and the blank line after the last
+    if head.count("\n") != expected or head.count("\r") != expected:
+        raise ValueError("a header name or value contains CR or LF")
+    return head.encode()
+
+
+class WebhookClient:
+    """POSTs to receivers over pooled keep-alive HTTP/1.1 connections, with the SSRF guard on each new
+    connection, TLS verified against the system's CAs with SNI, and one total timeout per request (waiting
+    for a connection, connecting, sending, and reading the answer's head and excerpt)."""
+
+    def __init__(
+        self, *, allowed: Sequence[Network], limit: int, timeout: float, ssl_context: ssl.SSLContext | None = None
+    ):
+        self.allowed = tuple(allowed)
+        self.timeout = timeout
+        self.pool = http1.Pool(limit)
+        self._ssl = ssl_context or _verified_context()
+        self._dns: dict[tuple[str, int], tuple[float, list[Any]]] = {}  # host, port -> (expires, addrinfo)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
+        started, t0 = time.time(), time.perf_counter()
+
+        def done(**kw: Any) -> Response:
+            return Response(started, (time.perf_counter() - t0) * 1000, **kw)
+
+        try:
+            target = _target(url)
+        except ValueError:
+            return done(error_kind="connection_error")
+        data = _request_head(target, body, headers) + body
+        try:
+            answer = await self._send(target, data)
+        except TimeoutError:
+            return done(error_kind="timeout")
+        except ForbiddenAddress:
+            return done(error_kind="forbidden_address")
+        except Unresolvable:
+            return done(error_kind="dns_error")
+        except (ssl.SSLError, ssl.CertificateError):
+            return done(error_kind="tls_error")
+        except (http1.ProtocolError, OSError):
+            return done(error_kind="connection_error")
+        status = answer.status
+        retry_after = _retry_after(answer.retry_after) if status in (429, 503) else None
+        return done(status=status, excerpt=answer.body.decode("utf-8", "replace"), retry_after=retry_after)
+
+    async def _send(self, target: _Target, data: bytes) -> http1.Answer:
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        conn = await self._acquire(target, deadline)
+        reusable = False
+        try:
+            answer = await conn.request(data, deadline)
+            reusable = answer.reusable
+            return answer
+        finally:
+            self.pool.release(target.key, conn, reusable)
+
+    async def _acquire(self, target: _Target, deadline: float) -> http1.Connection:
+        """A slot in the pool and a connection for `target`: an idle one, else a new one."""
+        pool, loop = self.pool, asyncio.get_running_loop()
+        if not pool.try_slot():
+            async with asyncio.timeout_at(deadline):
+                await pool.wait_slot()
+        try:
+            conn = pool.idle(target.key, loop.time())
+            if conn is None:
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._open(target)
+                pool.used(conn)
+            return conn
+        except BaseException:
+            pool.free_slot()
+            raise
+
+    async def _open(self, target: _Target) -> http1.Connection:
+        """Connect to one of the addresses the guard let through (never to the name again: no rebinding)."""
+        loop = asyncio.get_running_loop()
+        sock = await aiohappyeyeballs.start_connection(await self._addresses(target), happy_eyeballs_delay=0.25)
+        try:
+            _, conn = await loop.create_connection(
+                lambda: http1.Connection(loop, RESPONSE_EXCERPT),
+                sock=sock,
+                ssl=self._ssl if target.tls else None,
+                server_hostname=target.host if target.tls else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def _addresses(self, target: _Target) -> list[Any]:
+        """getaddrinfo's answers (cached 10 s, as aiohttp did) minus forbidden addresses; at least one."""
+        host, port = target.host, target.port
+        literal = parse_ip(host)
+        if literal is not None:
+            if is_forbidden(literal, self.allowed):
+                raise ForbiddenAddress(f"{host} is a forbidden address")
+            family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+        loop = asyncio.get_running_loop()
+        expires, infos = self._dns.get((host, port), (0.0, []))
+        if expires <= loop.time():
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
+            except (OSError, UnicodeError) as exc:
+                raise Unresolvable(f"{host} does not resolve: {exc}") from exc
+            if len(self._dns) >= 1024:
+                self._dns.clear()
+            self._dns[host, port] = (loop.time() + 10.0, infos)
+        safe = [i for i in infos if not is_forbidden(ipaddress.ip_address(str(i[4][0]).split("%")[0]), self.allowed)]
+        if not safe:
+            raise ForbiddenAddress(f"{host} resolves only to forbidden addresses")
+        return safe
+
+    async def close(self) -> None:
+        self.pool.close()
+
+
+@functools.cache
+def _verified_context() -> ssl.SSLContext:
+    """The system's CAs, hostname checks on; made once (it reads the CA files)."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def make_client(*, allowed: Sequence[Network], limit: int, timeout: float) -> WebhookClient:
+    """The webhook client: `limit` connections in use at most, `timeout` seconds per request in total."""
+    return WebhookClient(allowed=allowed, limit=limit, timeout=timeout)

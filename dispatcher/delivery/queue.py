@@ -1,5 +1,6 @@
-"""The delivery queue's statements (sql/queue.sql): claim due deliveries under a lease, record outcomes,
-hand back what will not be sent, keep callback health, and read the keys a request is signed with.
+"""The delivery queue's statements (sql/queue.sql): claim due deliveries under a lease (one per message at a
+time for ordered callbacks, within the rate limit of limited ones), record outcomes, hand back what will
+not be sent, keep callback health and pace, and read the keys a request is signed with.
 
 The worker never sees SQL: it calls these functions. Their keyword arguments name what each
 statement's positional parameters mean, so callers cannot transpose them.
@@ -43,6 +44,8 @@ class Result(NamedTuple):
     status: str  # succeeded | pending | failed
     attempts: int
     delay: float  # seconds until it is due again (pending)
+    message_key: str | None = None  # an ordered callback's delivery: its message, whose later events it holds back
+    event_id: int | None = None  # … and its event (with message_key)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -63,7 +66,18 @@ async def claim(
 
 async def complete(conn: Conn, *, worker: str, requests: Sequence[Request], results: Sequence[Result]) -> None:
     """Log each request and apply each delivery's result, where `worker` still holds its lease."""
-    await conn.execute(SQL["complete"], *_columns(requests, 9), *_columns(results, 5), worker)
+    await conn.execute(SQL["complete"], *_columns(requests, 9), *_columns(results, 7), worker)
+
+
+async def take_token(conn: Conn, callback_id: int) -> float | None:
+    """Take a token for one request to this rate-limited callback: 0.0 when taken, else the seconds until
+    the next one comes; None when the callback has no limit."""
+    return await conn.fetchval(SQL["take_token"], callback_id)
+
+
+async def slow_down(conn: Conn, callback_ids: Sequence[int], *, seconds: float) -> None:
+    """Halve the pace of these rate-limited callbacks for `seconds` (their receivers answered 429)."""
+    await conn.execute(SQL["slow_down"], list(callback_ids), seconds)
 
 
 async def release(conn: Conn, *, worker: str, delivery_ids: Sequence[int], due_in: float) -> None:

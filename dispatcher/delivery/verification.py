@@ -15,10 +15,10 @@ from dispatcher.delivery import outbound, signing
 
 
 async def send(
-    session: aiohttp.ClientSession, keys: list[bytes], *, callback_id: int, url: str, key: str,
+    session: aiohttp.ClientSession, keys: Sequence[str], *, callback_id: int, url: str, key: str,
     allowed: Sequence[outbound.Network],
 ) -> outbound.Response:  # fmt: skip
-    """POST {callbackId, verificationKey} to the URL (signed, so the receiver can trust it)."""
+    """POST {callbackId, verificationKey} to the URL, signed with `keys` (`whsec_`/`whsk_`) so the receiver can trust it."""
     body = orjson.dumps({"callbackId": ids.encode("cb", callback_id), "verificationKey": key})
     msg_id = f"verify_{callback_id}_{secrets.token_hex(4)}"
     headers = signing.headers(keys, msg_id, int(time.time()), body, outbound.USER_AGENT)

@@ -40,6 +40,8 @@ HANDBACK_DELAY = 2.0  # seconds before a delivery this worker could not send is 
 ROUNDS = 4
 NEW_WINDOW = policy.Window()  # a callback's before any answer (frozen: built once, not per request)
 WINDOW_TTL = 60.0  # seconds; how often windows of callbacks that hold nothing and answered last are forgotten
+SLOWED_FOR = 60.0  # seconds a rate-limited callback goes at half pace after a 429 without Retry-After
+PACED_TTL = 5.0  # seconds a rate-limited callback keeps the loop claiming often after its last claimed row
 
 
 # Records an event in the caller's transaction: (conn, account_id, type, messageKey, data). The runtime
@@ -100,6 +102,9 @@ class DeliveryWorker:
         self._windows: dict[int, policy.Window] = {}  # callbacks whose slots differ from a new one's
         self._swept = time.monotonic()
         self._keys: dict[int, tuple[int, float, list[str]]] = {}
+        # Rate-limited callbacks lately claimed for: callback → (when, seconds its bucket takes to half fill).
+        self._paced: dict[int, tuple[float, float]] = {}
+        self._turns: dict[int, asyncio.Lock] = {}  # one request per limited callback asks for a token at a time
         self._outcomes: list[Outcome] = []
         self._handback: list[int] = []  # deliveries this worker did not send: due again shortly
         self._flush_now = asyncio.Event()
@@ -110,7 +115,7 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         s = self.settings
-        self.session = outbound.make_session(
+        self.session = outbound.make_client(
             allowed=s.allowed_networks, limit=s.worker_concurrency, timeout=s.webhook_timeout
         )
         self._loop.start()
@@ -153,8 +158,17 @@ class DeliveryWorker:
             self._take(job)
         self._dispatch()
         if len(claimed) < self.settings.claim_batch or self._budget() < self._topup:
-            return self.settings.batch_linger if self._loop.notified else self.settings.poll_interval
+            wait = self.settings.batch_linger if self._loop.notified else self.settings.poll_interval
+            return min(wait, self._pace_wait())
         return 0.0
+
+    def _pace_wait(self) -> float:
+        """A rate-limited callback's tokens come back while the worker waits: claim again before its bucket
+        is half full, so none go unused while it has deliveries due (callbacks lately claimed for)."""
+        now = time.monotonic()
+        for cb in [cb for cb, (seen, _) in self._paced.items() if now - seen > PACED_TTL]:
+            del self._paced[cb]
+        return min((half for _, half in self._paced.values()), default=float("inf"))
 
     def _budget(self) -> int:
         """Jobs the next claim may bring: what the limit leaves after the jobs in flight or ready to start,
@@ -169,8 +183,9 @@ class DeliveryWorker:
         return self._windows.get(cb) or NEW_WINDOW
 
     def _adapt(self, cb: int, response: outbound.Response) -> None:
-        """A new window after each answer (or timeout); callbacks back at a new one's are forgotten."""
-        timed_out = response.error_kind == "timeout"
+        """A new window after each answer (or timeout); callbacks back at a new one's are forgotten. A 429
+        without Retry-After (too many requests, no word on when) counts as a timeout: fewer at a time."""
+        timed_out = response.error_kind == "timeout" or _slow_down(response)
         current = self._window(cb)
         window = current.after(self.settings.callback_concurrency, ok=response.ok, timed_out=timed_out)
         if window is current:  # the common case under load: a callback at its ceiling stays there
@@ -199,6 +214,8 @@ class DeliveryWorker:
         held = self._running.keys() | self._waiting.keys()
         for cb in [cb for cb, w in self._windows.items() if not w.slow and cb not in held]:
             del self._windows[cb]
+        for cb in [cb for cb in self._turns if cb not in held]:
+            del self._turns[cb]
 
     async def _claim(self) -> list[asyncpg.Record]:
         s = self.settings
@@ -216,6 +233,8 @@ class DeliveryWorker:
         by_callback: dict[int, list[asyncpg.Record]] = defaultdict(list)
         for r in rows:
             by_callback[r["callback_id"]].append(r)
+            if r["rate_per_second"] is not None:
+                self._paced[r["callback_id"]] = (time.monotonic(), r["rate_burst"] / r["rate_per_second"] / 2)
         jobs = []
         for cb, items in by_callback.items():
             size = items[0]["max_batch_size"]
@@ -247,8 +266,7 @@ class DeliveryWorker:
     def _dispatch(self) -> None:
         """Start waiting jobs while request slots are free, one per callback in turn, each only if its
         lease still covers a whole request (or, with a lease shorter than that, half of it is left)."""
-        lease = self.settings.lease_seconds
-        latest = max(lease - self.settings.webhook_timeout - 5, lease / 2)
+        latest = self._latest_start()
         while self._ready and len(self._tasks) < self.settings.worker_concurrency and not self._loop.stopping:
             cb = next(iter(self._ready))
             self._unready(cb)
@@ -263,6 +281,12 @@ class DeliveryWorker:
             else:  # held too long: another worker may get it when the lease ends, so not us
                 self._hand_back(job)
             self._mark_ready(cb)
+
+    def _latest_start(self) -> float:
+        """Seconds after its claim a job may still start: its lease must cover a whole request (or, with a
+        lease shorter than that, half of it must be left)."""
+        lease = self.settings.lease_seconds
+        return max(lease - self.settings.webhook_timeout - 5, lease / 2)
 
     def _start(self, job: Job) -> None:
         self._running[job.callback_id] += 1
@@ -322,6 +346,8 @@ class DeliveryWorker:
                         error=str(exc) or type(exc).__name__)  # fmt: skip
             self._hand_back(job)
             return
+        if job.rows[0]["rate_per_second"] is not None and not await self._turn(job):
+            return
         msg_id, body, headers = formats.request(
             job.format, job.rows, job.batched, secrets, int(time.time()), outbound.USER_AGENT
         )
@@ -343,6 +369,29 @@ class DeliveryWorker:
         )
         if self.metrics is not None:
             self.metrics.observe_attempt(response, len(job.rows))
+
+    async def _turn(self, job: Job) -> bool:
+        """Wait for a token of the callback's rate limit, taken as the request goes (so a request that starts
+        late counts then, not at its claim). One that cannot go while its lease lasts is handed back. The
+        callback's other requests in this process wait their turn here, so they do not all ask at once."""
+        async with self._turns.setdefault(job.callback_id, asyncio.Lock()):
+            return await self._take_token(job)
+
+    async def _take_token(self, job: Job) -> bool:
+        while True:
+            if time.monotonic() - job.claimed_at > self._latest_start() or self._loop.stopping:
+                self._hand_back(job)  # it waited too long for its turn (or the worker stops): not us
+                return False
+            try:
+                wait = await queue.take_token(self.db.pool, job.callback_id)
+            except DB_ERRORS as exc:
+                log.warning("could not take a rate limit token; handing the deliveries back",
+                            callback_id=job.callback_id, error=str(exc) or type(exc).__name__)  # fmt: skip
+                self._hand_back(job)
+                return False
+            if not wait:  # taken (0), or the limit is gone (None)
+                return True
+            await asyncio.sleep(wait)
 
     def _outcome(self, job: Job, response: outbound.Response, webhook_id: str | None) -> None:
         job.recorded = True
@@ -398,8 +447,13 @@ class DeliveryWorker:
                 else:
                     wait = self.retry.next_delay(number - r["retry_base"], resp.retry_after, rng)
                     status, delay = ("failed", 0.0) if wait is None else ("pending", wait)
-                results.append(queue.Result(r["id"], n, status, number, delay))
+                ordered = r["ordered_key"] is not None
+                results.append(queue.Result(r["id"], n, status, number, delay, r["ordered_key"],
+                                            r["event_id"] if ordered else None))  # fmt: skip
         await queue.complete(conn, worker=self.id, requests=requests, results=results)
+        slowed = {o.job.callback_id for o in batch if _slow_down(o.response) and o.job.rows[0]["rate_per_second"]}
+        if slowed:
+            await queue.slow_down(conn, sorted(slowed), seconds=SLOWED_FOR)
         await self._update_health(conn, batch)
 
     async def _update_health(self, conn: asyncpg.Connection, batch: list[Outcome]) -> None:
@@ -450,3 +504,8 @@ class DeliveryWorker:
             data = {"callbackId": callback_id, "name": row["name"], "url": row["url"],
                     "consecutiveFailures": health.consecutive_failures, "reason": health.disabled_reason}  # fmt: skip
             await self.record(conn, row["account_id"], f"callback.{health.status}", callback_id, data)
+
+
+def _slow_down(response: outbound.Response) -> bool:
+    """Too many requests, and no word on when to come back: the receiver wants a slower pace."""
+    return response.status == 429 and response.retry_after is None

@@ -229,3 +229,12 @@ async def discard_draft(conn: asyncpg.Connection, account_id: int, key: str) -> 
         if existing is None:
             raise NotFound("no such message")
         raise Conflict(f"message is {existing['status']}, not a draft", extra={"status": existing["status"]})
+
+
+async def list_waiting(
+    conn: asyncpg.Connection, account_id: int, status: str, limit: int = 100
+) -> list[asyncpg.Record]:
+    """An account's drafts (status 'draft') or scheduled sends ('scheduled'), the next due first."""
+    if status not in ("draft", "scheduled"):
+        raise ValueError(f"not a waiting status: {status}")
+    return await conn.fetch(SQL["messages_waiting"], account_id, status, limit)

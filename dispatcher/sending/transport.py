@@ -204,6 +204,9 @@ class SmtpTransport:
             await client.wait_closed()
             code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
             return SendResult.for_all(mail.recipients, Outcome.DEFERRED, code, _reason(exc))
+        except BaseException:  # cancelled (shutdown) while connecting: leave no socket behind
+            client.close()
+            raise
         # Filled as the server answers; whoever has no answer when the connection
         # breaks is deferred, since nothing was confirmed for them.
         results: dict[str, RecipientResult] = {}
@@ -219,6 +222,9 @@ class SmtpTransport:
                 await client.quit()
             except (OSError, aiosmtplib.SMTPException):
                 client.close()
+            except BaseException:  # cancelled (shutdown) mid-send: close the socket, then go on cancelling
+                client.close()
+                raise
             await client.wait_closed()
         return SendResult(tuple(results[r] for r in mail.recipients), server_response)
 

@@ -50,3 +50,11 @@ WHERE id = ANY($1::bigint[]) AND (last_used_at IS NULL OR last_used_at < now() -
 -- name: lock_bootstrap
 -- Serialises processes starting together on an empty database, so one of them creates the default account.
 SELECT pg_advisory_xact_lock(hashtext('dispatcher.bootstrap'))
+
+-- name: revoke_account_key
+-- Revoke a key of this account only (the console); the key caches hear of it as above.
+WITH revoked AS (
+    UPDATE api_keys SET revoked_at = now()
+    WHERE id = $2 AND account_id = $1 AND revoked_at IS NULL RETURNING id, key_hash
+)
+SELECT id, pg_notify('dispatcher_keys', encode(key_hash, 'hex')) FROM revoked

@@ -1,9 +1,9 @@
 -- name: queue_gauges
 -- Pending deliveries, the age of the oldest due one on a deliverable callback, and mail waiting to be sent.
-SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,
-       (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0) FROM deliveries d
+SELECT (SELECT count(*) FROM queue) AS pending,
+       (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0) FROM queue d
          JOIN callbacks c ON c.id = d.callback_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND d.leased_until <= now()
+        WHERE d.next_attempt_at <= now() AND d.leased_until <= now()
           AND c.status IN ('active', 'failing')) AS oldest_due,
        (SELECT count(*) FROM messages WHERE status IN ('queued', 'scheduled')) AS mail_queued
 

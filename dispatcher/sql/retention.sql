@@ -1,17 +1,3 @@
--- name: purge_events
--- Old events go with their deliveries (ON DELETE CASCADE), unless still being delivered; the attempt
--- rows of their requests age out by purge_attempts, with the same retention.
-DELETE FROM events WHERE id IN (
-    SELECT e.id FROM events e
-    WHERE e.recorded_at < now() - make_interval(secs => $1)
-      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
-    LIMIT $2)
-
--- name: purge_attempts
--- Attempt log rows (one per request) older than the retention.
-DELETE FROM attempts WHERE id IN (
-    SELECT id FROM attempts WHERE started_at < now() - make_interval(secs => $1) LIMIT $2)
-
 -- name: purge_messages
 -- Finished messages older than the retention.
 DELETE FROM messages WHERE id IN (
@@ -31,3 +17,8 @@ DELETE FROM source_nonces WHERE (source_id, nonce) IN (
 -- name: try_lock
 -- One process purges at a time; the others skip the round.
 SELECT pg_try_advisory_xact_lock($1)
+
+-- name: purge_rollups
+-- The console charts' rolled-up slots older than the retention (by activity_rollups_slot).
+DELETE FROM activity_rollups WHERE (account_id, kind, slot, name) IN (
+    SELECT account_id, kind, slot, name FROM activity_rollups WHERE slot < now() - make_interval(secs => $1) LIMIT $2)

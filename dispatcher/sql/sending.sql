@@ -130,3 +130,9 @@ INSERT INTO suppressions (account_id, address, reason) VALUES ($1, $2, $3) ON CO
 -- name: lock_definitions
 -- Serialises an account's definition creations, so the weekly quota is counted exactly ($1: account id folded into an int).
 SELECT pg_advisory_xact_lock(hashtext('dispatcher.definitions'), $1::int)
+
+-- name: messages_waiting
+-- An account's drafts or scheduled sends, the next due first (the console's Sends view).
+SELECT message_key, definition_key, recipient, status, created_at, next_attempt_at
+FROM messages WHERE account_id = $1 AND status = $2
+ORDER BY next_attempt_at NULLS LAST, id LIMIT $3

@@ -39,7 +39,7 @@ SELECT mail_message_id, message_key FROM messages WHERE account_id = $1 AND mail
 -- The raw provider event behind each recorded event (an event recorded before keeps its first receipt).
 INSERT INTO source_receipts (event_id, account_id, source_id, raw)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::jsonb[])
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT DO NOTHING
 
 -- name: receipt
 -- The raw provider event behind an event of the account.

@@ -9,7 +9,7 @@ SELECT max(version) FROM schema_version
 -- name: delivery_backlog
 -- Deliveries waiting to be made, and when the oldest of them became due; one account or all ($1 NULL).
 SELECT count(*) AS pending, min(next_attempt_at) AS oldest_due
-FROM deliveries WHERE status = 'pending' AND ($1::bigint IS NULL OR account_id = $1)
+FROM queue WHERE $1::bigint IS NULL OR account_id = $1
 
 -- name: callbacks_by_status
 -- How many callbacks are in each state; one account or all ($1 NULL).

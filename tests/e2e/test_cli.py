@@ -155,6 +155,19 @@ async def test_callbacks_list_and_show_cover_every_account_or_one(
     assert elsewhere.returncode == 1 and elsewhere.stderr == f"dispatcher: error: no callback {globex_cb}\n"
 
 
+async def test_callbacks_show_prints_a_v1a_public_key_ordering_and_rate_limit(
+    run: Any, api: Api, receiver: Any
+) -> None:
+    body = {"name": "keyed", "url": receiver.url, "signature": "v1a", "ordering": "messageKey",
+            "rateLimit": {"perSecond": 5, "burst": 2}}  # fmt: skip
+    status, cb = await api.post("/v1/callbacks", body)
+    assert status == 201, cb
+    shown = await run("callbacks", "show", cb["callbackId"])
+    fields = dict(line.split(None, 1) for line in shown.stdout.splitlines())
+    assert fields["publicKey"] == cb["publicKey"] and fields["ordering"] == "messageKey"
+    assert fields["rateLimit"] == str({"perSecond": 5.0, "burst": 2})
+
+
 async def test_deliveries_retry_sends_a_delivery_again(run: Any, api: Api, receiver: Any) -> None:
     cb, _ = await setup_callback(api, receiver)
     assert (await api.post("/v1/events", {"type": "sent", "messageKey": "m-1"}))[0] == 201

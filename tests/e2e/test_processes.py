@@ -83,7 +83,7 @@ async def test_three_serve_processes_on_one_database_deliver_each_event_exactly_
         conn = await asyncpg.connect(database_url)
         try:
             outcomes = "SELECT status, attempts, count(*) AS n FROM deliveries GROUP BY 1, 2"
-            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM deliveries WHERE status = 'pending'"))
+            await wait_until(lambda: conn.fetchval("SELECT count(*) = 0 FROM queue"))
             done = await conn.fetch(outcomes)
         finally:
             await conn.close()
@@ -164,7 +164,9 @@ async def _five_in_flight(tmp_path: Path, database_url: str, slow: Receiver, *se
 
 
 async def _assert_all_handed_back(database, n: int) -> None:
-    rows = await database.pool.fetch("SELECT status, lease_owner, next_attempt_at <= now() AS due FROM deliveries")
+    rows = await database.pool.fetch(
+        "SELECT 'pending' AS status, lease_owner, next_attempt_at <= now() AS due FROM queue"
+    )
     assert len(rows) == n
     assert all(r["status"] == "pending" and r["lease_owner"] is None and r["due"] for r in rows)
 

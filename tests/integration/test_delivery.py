@@ -3,6 +3,7 @@ with the public standardwebhooks package, a compressed retry schedule from setti
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -70,7 +71,7 @@ async def test_unverified_callback_receives_no_events(api: Api, receiver: Receiv
     await api.post("/v1/subscriptions", {"name": "all", "callbackId": cb["callbackId"], "eventTypes": ["*"]})
     await post_event(api)
     # Fan-out made no delivery, so there is nothing a worker could ever send.
-    assert await database.pool.fetchval("SELECT count(*) FROM deliveries") == 0
+    assert await database.pool.fetchval("SELECT (SELECT count(*) FROM queue) + (SELECT count(*) FROM deliveries)") == 0
     assert receiver.events == []
 
 
@@ -223,7 +224,7 @@ async def test_event_goes_to_a_callback_once_even_when_several_subscriptions_mat
     await api.post("/v1/subscriptions", {"name": "second", "callbackId": callback_id, "eventTypes": ["*"]})
     await post_event(api)
     await receiver.wait_for(1)
-    assert await database.pool.fetchval("SELECT count(*) FROM deliveries") == 1
+    assert await database.pool.fetchval("SELECT (SELECT count(*) FROM queue) + (SELECT count(*) FROM deliveries)") == 1
     assert len(receiver.events) == 1
 
 
@@ -235,7 +236,10 @@ async def test_subscription_filters_event_types_and_fields(api: Api, receiver: R
     await post_event(api, "d", "bounced", definitionKey="receipt", data={"bounceType": "soft"})
     await receiver.wait_for(2)
     # Only the matching events were fanned out: nothing else exists that a worker could send later.
-    keys = await database.pool.fetch("SELECT e.message_key FROM deliveries d JOIN events e ON e.id = d.event_id")
+    keys = await database.pool.fetch(
+        "SELECT e.message_key FROM (SELECT event_id FROM queue UNION ALL SELECT event_id FROM deliveries) d"
+        " JOIN events e ON e.id = d.event_id"
+    )
     assert sorted(r["message_key"] for r in keys) == ["c", "d"]
     assert sorted(r.json["data"]["messageKey"] for r in receiver.events) == ["c", "d"]
 
@@ -249,7 +253,10 @@ async def test_events_recorded_while_a_subscription_is_paused_are_not_delivered(
     await api.patch(f"/v1/subscriptions/{sub_id}", {"status": "active"})
     await post_event(api, "after-resume")
     await receiver.wait_for(1)
-    keys = await database.pool.fetch("SELECT e.message_key FROM deliveries d JOIN events e ON e.id = d.event_id")
+    keys = await database.pool.fetch(
+        "SELECT e.message_key FROM (SELECT event_id FROM queue UNION ALL SELECT event_id FROM deliveries) d"
+        " JOIN events e ON e.id = d.event_id"
+    )
     assert [r["message_key"] for r in keys] == ["after-resume"]
     assert [r.json["data"]["messageKey"] for r in receiver.events] == ["after-resume"]
 
@@ -591,3 +598,24 @@ async def test_a_delivery_the_worker_cannot_sign_is_a_failed_attempt_not_strande
         await database.pool.execute("UPDATE callback_secrets SET secret_enc = $2 WHERE id = $1", *row)
     [event] = await receiver.wait_for(1, timeout=15)  # the next retry goes out
     assert event.json["data"]["messageKey"] == "unsignable"
+
+
+async def test_retrying_a_delivery_while_it_is_being_sent_does_not_send_it_twice_at_once(
+    api: Api, receiver: Receiver, database
+):
+    await setup_callback(api, receiver)
+    receiver.hold = asyncio.Event()
+    receiver.hold_when = lambda req: req.json.get("data", {}).get("messageKey") == "m-1"
+    assert (await api.post("/v1/events", {"type": "sent", "messageKey": "m-1"}))[0] == 201
+    await receiver.wait_for(1)
+    delivery_id = await database.pool.fetchval("SELECT id FROM queue")
+    assert (await api.post(f"/v1/deliveries/dlv_{delivery_id}/retry"))[0] == 202
+    assert await database.pool.fetchval("SELECT lease_owner IS NOT NULL FROM queue") is True  # still its sender's
+    receiver.hold.set()
+    assert (await api.post("/v1/events", {"type": "sent", "messageKey": "marker"}))[0] == 201
+    await wait_until(lambda: _true([r.json["data"]["messageKey"] for r in receiver.events][-1:] == ["marker"]))
+    assert [r.json["data"]["messageKey"] for r in receiver.events] == ["m-1", "marker"]
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -345,7 +345,7 @@ WRONG_TYPES = [
     ("subscriptions", "name", REQUIRED_STR),
     ("subscriptions", "callbackId", REQUIRED_STR),
     ("subscriptions", "eventTypes", ["sent", 1, [1], {}, [[]], None, [], ["nope"]]),
-    ("subscriptions", "filters", ["x", 1, [1], {"k": []}, {"k": {}}, {"k": 1.5}]),
+    ("subscriptions", "filters", ["x", 1, [1], {"k": []}, {"k": {}}, {"k": {"$gtt": 1}}]),
     ("subscriptions", "status", ENUM),
     ("messages", "recipient", ["a@example.com", 1, [], None]),
     ("messages", "recipient.to", REQUIRED_STR),

@@ -7,7 +7,7 @@ import contextlib
 import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -66,9 +66,11 @@ async def test_metrics_are_off_by_default_so_no_one_reads_cross_account_counts_u
         assert "DISPATCHER_METRICS_TOKEN" in (await resp.json())["error"]["message"]
 
 
-async def test_short_retention_purges_old_events_with_their_deliveries_but_keeps_pending_and_recent(
+async def test_retention_drops_whole_days_of_history_but_keeps_a_day_while_an_event_of_it_is_being_delivered(
     api: Api, database, settings, receiver: Receiver
 ):
+    from dispatcher import partitions
+
     callback_id, _ = await setup_callback(api, receiver)
     await api.post("/v1/events", {"events": [{"type": "sent", "messageKey": f"old{i}"} for i in range(25)]})
     await receiver.wait_for(25)
@@ -79,17 +81,45 @@ async def test_short_retention_purges_old_events_with_their_deliveries_but_keeps
     await wait_until(all_recorded)
     await api.patch(f"/v1/callbacks/{callback_id}", {"status": "disabled"})
     await api.post("/v1/events", {"type": "sent", "messageKey": "old-but-pending"})
-    await database.pool.execute("UPDATE events SET recorded_at = now() - interval '3 days'")
-    await database.pool.execute("UPDATE attempts SET started_at = now() - interval '3 days'")
+    async with database.pool.acquire() as conn:  # everything so far happened three days ago
+        await partitions.ensure(conn, start=partitions.today() - timedelta(days=3), days=1)
+        await conn.execute("UPDATE events SET recorded_at = recorded_at - interval '3 days'")
+        await conn.execute("UPDATE deliveries SET created_at = created_at - interval '3 days'")
+        await conn.execute("UPDATE queue SET created_at = created_at - interval '3 days'")
+        await conn.execute("UPDATE attempts SET started_at = started_at - interval '3 days'")
     await api.post("/v1/events", {"type": "sent", "messageKey": "recent"})
-    purger = Purger(database, settings.model_copy(update={"retention_days": 1, "purge_batch": 10}))
-    done = await purger.purge()
-    assert done["purge_events"] == 25
-    keys = {r["message_key"] for r in await database.pool.fetch("SELECT message_key FROM events")}
-    assert keys == {"old-but-pending", "recent"}
+    purger = Purger(database, settings.model_copy(update={"retention_days": 1}))
+
+    assert (await purger.purge())["partitions"] == 1  # the attempt log's day; events wait for old-but-pending
+    assert await database.pool.fetchval("SELECT count(*) FROM events") == 27
     assert await database.pool.fetchval("SELECT count(*) FROM attempts") == 0
-    assert await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'") == 2
-    assert (await purger.purge())["purge_events"] == 0
+    assert await database.pool.fetchval("SELECT count(*) FROM deliveries") == 25
+
+    await api.patch(f"/v1/callbacks/{callback_id}", {"status": "active"})
+    await receiver.wait_for(27)
+    await wait_until(lambda: database.pool.fetchval("SELECT count(*) = 0 FROM queue"))
+    assert (await purger.purge())["partitions"] == 3  # events, deliveries, source_receipts of that day
+    keys = {r["message_key"] for r in await database.pool.fetch("SELECT message_key FROM events")}
+    assert keys == {"recent"}
+    assert await database.pool.fetchval("SELECT count(*) FROM deliveries") == 1
+    assert (await purger.purge())["partitions"] == 0
+
+
+async def test_no_day_is_dropped_while_a_transaction_requeueing_old_deliveries_holds_the_days(database):
+    """Retry and recover move a finished delivery of an old day back into the queue: the purge's check
+    that a day has nothing queued, and its drop, must not run between them."""
+    from dispatcher import partitions
+
+    old = partitions.today() - timedelta(days=10)
+    async with database.pool.acquire() as holder, database.pool.acquire() as purger:
+        await partitions.ensure(holder, start=old, days=1)
+        cutoff = datetime.now(UTC) - timedelta(days=5)
+        async with holder.transaction():
+            await partitions.hold(holder)
+            assert await partitions.drop_expired(purger, before=cutoff) is None
+            assert partitions.Partition("events", old) in await partitions.existing(purger)
+        dropped = await partitions.drop_expired(purger, before=cutoff)
+    assert dropped is not None and f"events_{old:%Y%m%d}" in dropped
 
 
 @pytest.mark.parametrize(
@@ -166,8 +196,8 @@ async def due_deliveries(conn: asyncpg.Connection, n: int, *, callbacks: int = 1
         await conn.execute(
             "WITH e AS (INSERT INTO events (account_id, type, message_key, occurred_at)"
             "           SELECT $1, 'sent', 'm' || g, now() FROM generate_series(1, $3::int) g RETURNING id)"
-            " INSERT INTO deliveries (account_id, event_id, callback_id, next_attempt_at)"
-            " SELECT $1, id, $2, now() - interval '1 hour' FROM e",
+            " INSERT INTO queue (account_id, event_id, callback_id, created_at, next_attempt_at)"
+            " SELECT $1, id, $2, now(), now() - interval '1 hour' FROM e",
             account_id,
             cb,
             n,
@@ -187,14 +217,14 @@ async def test_a_claim_leases_deliveries_in_place_and_an_expired_lease_makes_the
         await due_deliveries(conn, 3, account="lease-in-place")
         async with conn.transaction():
             claimed = await claim_as(conn, "w1")
-            hot = await conn.fetchval("SELECT pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass)")
+            hot = await conn.fetchval("SELECT pg_stat_get_xact_tuples_hot_updated('queue'::regclass)")
         rows = await conn.fetch(
             "SELECT lease_owner, leased_until > now() + interval '4 minutes' AS leased,"
-            " next_attempt_at < now() - interval '59 minutes' AS due_time_kept FROM deliveries WHERE id = ANY($1)",
+            " next_attempt_at < now() - interval '59 minutes' AS due_time_kept FROM queue WHERE id = ANY($1)",
             [r["id"] for r in claimed],
         )
         again = await claim_as(conn, "w2")
-        await conn.execute("UPDATE deliveries SET leased_until = now() - interval '1 second' WHERE id = $1",
+        await conn.execute("UPDATE queue SET leased_until = now() - interval '1 second' WHERE id = $1",
                            claimed[0]["id"])  # fmt: skip
         expired = await claim_as(conn, "w2")
     assert len(claimed) == 3 and hot == 3
@@ -213,7 +243,7 @@ async def test_an_attempt_made_after_the_lease_was_lost_is_logged_but_leaves_the
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 2, account="lost-lease")
         kept, lost = await queue.claim(conn, "w1", held={}, share=40, limit=10, lease=300.0, linger=0.2, room=400)
-        await conn.execute("UPDATE deliveries SET lease_owner = 'w2' WHERE id = $1", lost["id"])
+        await conn.execute("UPDATE queue SET lease_owner = 'w2' WHERE id = $1", lost["id"])
         now = datetime.now(UTC)
         await queue.complete(
             conn, worker="w1",
@@ -221,7 +251,8 @@ async def test_an_attempt_made_after_the_lease_was_lost_is_logged_but_leaves_the
             results=[queue.Result(kept["id"], 1, "succeeded", 1, 0.0), queue.Result(lost["id"], 1, "succeeded", 1, 0.0)],
         )  # fmt: skip
         rows = await conn.fetch(
-            "SELECT id, status, attempts, lease_owner, attempt_ids FROM deliveries WHERE id = ANY($1) ORDER BY id",
+            "SELECT id, status, attempts, NULL AS lease_owner, attempt_ids FROM deliveries WHERE id = ANY($1)"
+            " UNION ALL SELECT id, 'pending', attempts, lease_owner, attempt_ids FROM queue WHERE id = ANY($1)",
             [kept["id"], lost["id"]],
         )
         [attempt] = await conn.fetch("SELECT id, events, webhook_id, status_code FROM attempts")
@@ -239,13 +270,14 @@ async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sort
     """A claim costs what it takes, not what is queued: with 20,000 due deliveries for one (batching)
     callback, statistics saying every row is due, the plan reads them in claim order from the index,
     stops at the limit, and updates the rows it locked by their physical address (not by hashing the
-    table to join them); its probes for due work never scan the table either."""
+    table to join them); its probes for due work never scan the table either, and each row's event is
+    read from its own day's partition by index."""
     from dispatcher.delivery.queue import SQL
 
     async with database.pool.acquire() as conn:
         await due_deliveries(conn, 20000)
         await conn.execute("UPDATE callbacks SET max_batch_size = 100")
-        await conn.execute("ANALYZE deliveries")
+        await conn.execute("ANALYZE queue")
         claim = "EXPLAIN (FORMAT JSON) " + SQL["claim"]
         [plan] = await conn.fetchval(claim, "w", [], [], [], 40, 1000, 300.0, 0.2, 400)
 
@@ -255,9 +287,57 @@ async def test_claiming_from_a_large_due_backlog_walks_the_index_instead_of_sort
     plan_nodes = nodes(plan["Plan"])
     sorted_keys = [key for n in plan_nodes for key in n.get("Sort Key", [])]  # random() shuffles callbacks
     assert not [key for key in sorted_keys if "next_attempt_at" in key], sorted_keys
-    assert any(n.get("Index Name") == "deliveries_claim" for n in plan_nodes), plan
+    assert any(n.get("Index Name") == "queue_claim" for n in plan_nodes), plan
     assert any(n["Node Type"] == "Tid Scan" for n in plan_nodes), plan  # the update finds its rows directly
-    assert not [n for n in plan_nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "deliveries"], plan
+    assert not [n for n in plan_nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "queue"], plan
+    events = [n for n in plan_nodes if n.get("Relation Name", "").startswith("events_")]
+    assert events and all(n["Node Type"].startswith("Index") for n in events), plan
+
+
+async def test_an_ordered_claim_finds_each_messages_head_by_index_and_takes_one_event_per_message(database):
+    """Ordered per messageKey: 20,000 due deliveries, 20 for each of 1,000 messages. A claim asks, for each
+    row it walks, whether an earlier event of its message still waits: a probe of the partial index over
+    ordered rows, never a scan, and what it leases is each message's first event only."""
+    from dispatcher.delivery.queue import SQL, claim
+
+    async with database.pool.acquire() as conn:
+        await due_deliveries(conn, 20000)
+        await conn.execute("UPDATE callbacks SET ordering = 'messageKey'")
+        await conn.execute(
+            "UPDATE queue q SET message_key = 'm' || (e.id % 1000) FROM events e WHERE e.id = q.event_id"
+        )
+        await conn.execute("ANALYZE queue")
+        [plan] = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + SQL["claim"], "w", [], [], [], 40, 1000, 300.0, 0.2, 400
+        )
+        rows = await claim(conn, "w", held={}, share=4000, limit=4000, lease=300.0, linger=0.2, room=4000)
+        firsts = await conn.fetch("SELECT min(event_id) AS first FROM queue GROUP BY message_key")
+
+    def nodes(node: dict) -> list[dict]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    plan_nodes = nodes(plan["Plan"])
+    assert any(n.get("Index Name") == "queue_ordered" for n in plan_nodes), plan
+    assert not [n for n in plan_nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "queue"], plan
+    assert sorted(r["event_id"] for r in rows) == sorted(r["first"] for r in firsts)
+    assert len({r["ordered_key"] for r in rows}) == len(rows) == 1000
+
+
+async def test_an_ordered_message_with_an_event_in_flight_has_nothing_else_claimed_even_an_earlier_one(database):
+    """Two events of one message recorded concurrently may commit in either order: the later one can be
+    in flight by the time the earlier one appears. The earlier one then waits for it."""
+    from dispatcher.delivery.queue import claim
+
+    async with database.pool.acquire() as conn:
+        await due_deliveries(conn, 3)
+        await conn.execute("UPDATE callbacks SET ordering = 'messageKey'")
+        await conn.execute("UPDATE queue SET message_key = CASE WHEN event_id < 3 THEN 'm' ELSE 'other' END")
+        await conn.execute("UPDATE queue SET leased_until = now() + interval '5 minutes' WHERE event_id = 2")
+        rows = await claim(conn, "w", held={}, share=10, limit=10, lease=300.0, linger=0.2, room=10)
+        assert [r["ordered_key"] for r in rows] == ["other"]
+        await conn.execute("DELETE FROM queue WHERE event_id = 2")  # its outcome: finished
+        rows = await claim(conn, "w", held={}, share=10, limit=10, lease=300.0, linger=0.2, room=10)
+        assert [(r["ordered_key"], r["event_id"]) for r in rows] == [("m", 1)]
 
 
 async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbacks_health(
@@ -274,7 +354,7 @@ async def test_recording_events_does_not_wait_while_the_worker_holds_its_callbac
         await queue.lock_callbacks(conn, [cb])
         status, body = await asyncio.wait_for(api.post("/v1/events", {"type": "sent", "messageKey": "m1"}), 5)
         assert status == 201, body
-    assert await database.pool.fetchval("SELECT count(*) FROM deliveries WHERE callback_id = $1", cb) == 1
+    assert await database.pool.fetchval("SELECT count(*) FROM queue WHERE callback_id = $1", cb) == 1
 
 
 async def test_a_claim_skips_the_wal_flush_wait_for_itself_only(database):

@@ -20,11 +20,12 @@ INFRASTRUCTURE = {
     "jsontext",
     "inputs",
     "watchdog",
+    "partitions",
     "__version__",
 }
 DOMAIN = {
     "events", "callbacks", "handshake", "accounts", "sending", "retention", "commands", "status", "group_commit",
-    "suppressions", "oauth", "assets",
+    "suppressions", "oauth", "assets", "sessions", "activity", "filters",
 }  # fmt: skip
 
 

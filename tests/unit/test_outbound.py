@@ -1,13 +1,27 @@
-"""URL rules and the SSRF guard (dispatcher.delivery.outbound), without real outbound traffic."""
+"""URL rules, the SSRF guard, and the webhook client (dispatcher.delivery.outbound): the rules without traffic,
+the client against real servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from dispatcher.delivery import outbound
 from dispatcher.delivery.outbound import (
@@ -324,3 +338,435 @@ def test_retry_after_parses_a_fixed_http_date(frozen_time: None) -> None:
 @pytest.mark.parametrize("value", [None, "", "soon", "tomorrow at noon", "12 minutes", "Mon, 99 Foo 2025", "0x10"])
 def test_retry_after_ignores_garbage(value: str | None) -> None:
     assert _retry_after(value) is None
+
+
+# --- WebhookClient: real sockets to real servers on 127.0.0.1 --------------------------------------
+
+HEADERS = {"content-type": "application/json", "user-agent": outbound.USER_AGENT, "webhook-id": "msg_1"}
+
+
+@dataclass
+class Seen:
+    """What an aiohttp receiver saw: each request, and the client ports it came from (one per connection)."""
+
+    requests: list[tuple[str, str, Mapping[str, str], bytes]] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+@contextlib.asynccontextmanager
+async def receiver(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, Seen]]:
+    """An aiohttp server answering every POST with `handler`; yields its base URL and what it saw."""
+    seen = Seen()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.requests.append((request.method, request.path_qs, request.headers.copy(), await request.read()))
+        seen.ports.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        seen.in_flight += 1
+        seen.max_in_flight = max(seen.max_in_flight, seen.in_flight)
+        try:
+            return await handler(request)
+        finally:
+            seen.in_flight -= 1
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def raw_receiver(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A raw TCP server for answers aiohttp would not send: reads a request's head, then runs `answer`."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await answer(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def client(
+    timeout: float = 5.0, limit: int = 10, allowed: Sequence[outbound.Network] = LOCAL_ALLOWED, **kw: Any
+) -> AsyncIterator[outbound.WebhookClient]:
+    c = outbound.WebhookClient(allowed=allowed, limit=limit, timeout=timeout, **kw)
+    try:
+        yield c
+    finally:
+        await c.close()
+        await asyncio.sleep(0)  # let the aborted transports close on this loop
+
+
+def answer(status: int = 200, body: bytes = b"ok", headers: dict[str, str] | None = None) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=body, headers=headers)
+
+    return handler
+
+
+async def test_client_posts_the_body_and_headers_and_returns_the_answer() -> None:
+    async with receiver(answer(201, b"created")) as (base, seen), client() as c:
+        response = await c.post(base + "/hook?a=1&b=%20x", b'{"n":1}', HEADERS)
+    assert (response.status, response.excerpt, response.error_kind, response.retry_after) == (
+        201,
+        "created",
+        None,
+        None,
+    )
+    assert response.ok and response.duration_ms > 0
+    [(method, path, headers, body)] = seen.requests
+    assert (method, path, body) == ("POST", "/hook?a=1&b=%20x", b'{"n":1}')
+    assert headers["Host"] == base.removeprefix("http://")
+    assert headers["Content-Length"] == "7"
+    assert headers["content-type"] == "application/json" and headers["webhook-id"] == "msg_1"
+    assert headers["user-agent"] == outbound.USER_AGENT
+    assert "Accept-Encoding" not in headers
+
+
+async def test_keep_alive_connections_are_reused_one_request_at_a_time() -> None:
+    async with receiver(answer()) as (base, seen), client() as c:
+        for _ in range(5):
+            assert (await c.post(base + "/hook", b"{}", HEADERS)).status == 200
+    assert len(set(seen.ports)) == 1
+
+
+async def test_connections_in_use_stay_within_the_limit() -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.05)
+        return web.Response(text="ok")
+
+    async with receiver(slow) as (base, seen), client(limit=3) as c:
+        responses = await asyncio.gather(*(c.post(base + "/hook", b"{}", HEADERS) for _ in range(12)))
+    assert [r.status for r in responses] == [200] * 12
+    assert seen.max_in_flight == 3
+    assert len(set(seen.ports)) == 3
+
+
+async def test_a_request_waiting_for_a_free_connection_times_out_within_its_total_time() -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)
+        return web.Response(text="ok")
+
+    async with receiver(slow) as (base, _), client(limit=1, timeout=0.3) as c:
+        first, second = await asyncio.gather(*(c.post(base + "/hook", b"{}", HEADERS) for _ in range(2)))
+    assert (first.error_kind, second.error_kind) == ("timeout", "timeout")
+    assert c.pool._used == 0  # both slots were given back
+
+
+async def test_chunked_answer_is_read_whole_and_the_connection_reused() -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=202)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for part in (b"one ", b"two ", b"three"):
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    async with receiver(chunked) as (base, seen), client() as c:
+        first = await c.post(base + "/hook", b"{}", HEADERS)
+        second = await c.post(base + "/hook", b"{}", HEADERS)
+    assert (first.status, first.excerpt) == (202, "one two three")
+    assert second.excerpt == "one two three"
+    assert len(set(seen.ports)) == 1
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+async def test_ten_megabyte_answer_keeps_only_an_excerpt_and_drops_the_connection(chunked: bool) -> None:
+    pattern = b"0123456789abcdef" * 4096
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        if chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = 160 * len(pattern)
+        await resp.prepare(request)
+        for _ in range(160):
+            await resp.write(pattern)
+        return resp
+
+    async with receiver(huge) as (base, seen), client() as c:
+        first = await c.post(base + "/hook", b"{}", HEADERS)
+        second = await c.post(base + "/hook", b"{}", HEADERS)
+    assert first.status == second.status == 200
+    assert first.excerpt == pattern[: outbound.RESPONSE_EXCERPT].decode()
+    assert len(set(seen.ports)) == 2  # a body not read to its end leaves its connection unusable
+
+
+async def test_retry_after_is_read_for_429_and_503_only() -> None:
+    async with client() as c:
+        for status, expected in [(429, 30.0), (503, 30.0), (200, None), (500, None)]:
+            async with receiver(answer(status, b"", {"Retry-After": "30"})) as (base, _):
+                response = await c.post(base + "/hook", b"{}", HEADERS)
+            assert (response.status, response.retry_after) == (status, expected)
+
+
+async def test_redirects_are_returned_not_followed() -> None:
+    async with receiver(answer(302, b"", {"Location": "http://169.254.169.254/"})) as (base, seen), client() as c:
+        response = await c.post(base + "/hook", b"{}", HEADERS)
+    assert response.status == 302 and not response.ok
+    assert len(seen.requests) == 1
+
+
+async def test_connection_close_answer_is_not_reused() -> None:
+    async with receiver(answer(200, b"ok", {"Connection": "close"})) as (base, seen), client() as c:
+        for _ in range(2):
+            assert (await c.post(base + "/hook", b"{}", HEADERS)).status == 200
+    assert len(set(seen.ports)) == 2
+
+
+async def test_idle_connections_are_closed_after_the_keep_alive_time() -> None:
+    async with receiver(answer()) as (base, seen), client() as c:
+        c.pool.keepalive = 0.05
+        await c.post(base + "/hook", b"{}", HEADERS)
+        await asyncio.sleep(0.15)
+        assert c.pool._idle_count == 0
+        await c.post(base + "/hook", b"{}", HEADERS)
+    assert len(set(seen.ports)) == 2
+
+
+# Answers only a raw socket sends.
+
+
+async def test_receiver_that_never_answers_times_out() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    async with raw_receiver(silent) as url, client(timeout=0.3) as c:
+        t0 = time.monotonic()
+        response = await c.post(url, b"{}", HEADERS)
+    assert response.error_kind == "timeout" and response.status is None
+    assert 0.25 < time.monotonic() - t0 < 2
+
+
+async def test_receiver_dripping_its_answer_times_out_within_the_total_time() -> None:
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok":
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.05)
+
+    async with raw_receiver(drip) as url, client(timeout=0.5) as c:
+        t0 = time.monotonic()
+        response = await c.post(url, b"{}", HEADERS)
+    assert response.error_kind == "timeout"
+    assert time.monotonic() - t0 < 1.5
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 100_000,  # headers without end
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..",  # then the connection ends
+        b"",  # the connection ends without a byte
+    ],
+    ids=["not-http", "bad-status", "bad-length", "endless-headers", "truncated-body", "nothing"],
+)
+async def test_garbage_or_truncated_answers_are_connection_errors(garbage: bytes) -> None:
+    async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(garbage)
+        await writer.drain()
+
+    async with raw_receiver(send) as url, client(timeout=2) as c:
+        response = await c.post(url, b"{}", HEADERS)
+    assert (response.error_kind, response.status) == ("connection_error", None)
+
+
+async def test_answer_delimited_by_the_end_of_the_connection_is_read() -> None:
+    async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nthanks")
+        await writer.drain()
+
+    async with raw_receiver(http10) as url, client() as c:
+        response = await c.post(url, b"{}", HEADERS)
+    assert (response.status, response.excerpt) == (200, "thanks")
+
+
+async def test_interim_100_continue_is_skipped() -> None:
+    async def interim(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with raw_receiver(interim) as url, client() as c:
+        response = await c.post(url, b"{}", HEADERS)
+    assert response.status == 204
+
+
+async def test_refused_connection_is_a_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before the request: nothing listens there
+    async with client() as c:
+        response = await c.post(f"http://127.0.0.1:{port}/hook", b"{}", HEADERS)
+    assert response.error_kind == "connection_error"
+
+
+@pytest.mark.parametrize("header", [{"x-a": "1\r\nX-Injected: 1"}, {"x-a\r\nX-Injected": "1"}, {"x-a": "1\n"}])
+async def test_header_with_cr_or_lf_is_refused_before_connecting(header: dict[str, str]) -> None:
+    async with client() as c:
+        with pytest.raises(ValueError, match="CR or LF"):
+            await c.post("http://127.0.0.1:9/hook", b"{}", HEADERS | header)
+
+
+# The SSRF guard on every new connection.
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/hook", "http://[::ffff:127.0.0.1]:{port}/hook"])
+async def test_forbidden_ip_literal_is_refused_without_connecting(url: str) -> None:
+    async with receiver(answer()) as (base, seen), client(allowed=[]) as c:
+        response = await c.post(url.format(port=base.rsplit(":", 1)[1]), b"{}", HEADERS)
+    assert response.error_kind == "forbidden_address"
+    assert seen.requests == []
+
+
+async def test_host_resolving_to_a_forbidden_address_at_connect_time_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name passed registration, and now resolves to loopback."""
+    async with receiver(answer()) as (base, seen), client(allowed=[]) as c:
+        port = int(base.rsplit(":", 1)[1])
+        rebind(monkeypatch, {"hooks.example.com": ["127.0.0.1"]})
+        response = await c.post(f"http://hooks.example.com:{port}/hook", b"{}", HEADERS)
+    assert response.error_kind == "forbidden_address"
+    assert seen.requests == []
+
+
+async def test_only_the_allowed_addresses_a_name_resolves_to_are_connected_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection goes to an address the guard checked, never to the name resolved again."""
+    async with receiver(answer()) as (base, seen), client(allowed=[net("127.0.0.1/32")]) as c:
+        port = int(base.rsplit(":", 1)[1])
+        rebind(monkeypatch, {"hooks.example.com": ["10.0.0.1", "127.0.0.1"]})
+        response = await c.post(f"http://hooks.example.com:{port}/hook", b"{}", HEADERS)
+    assert response.status == 200
+    assert seen.requests[0][2]["Host"] == f"hooks.example.com:{port}"
+
+
+async def test_localhost_without_allowed_networks_is_refused() -> None:
+    async with client(allowed=[]) as c:
+        response = await c.post("http://localhost:9/hook", b"{}", HEADERS)
+    assert response.error_kind == "forbidden_address"
+
+
+async def test_name_that_does_not_resolve_is_a_dns_error() -> None:
+    async with client() as c:
+        response = await c.post("http://no-such-host.invalid/hook", b"{}", HEADERS)
+    assert response.error_kind == "dns_error"
+
+
+def rebind(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[str]]) -> None:
+    """Make the running loop resolve `names` to the given addresses (a DNS server under an attacker's control)."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in names:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in names[host]]
+        return await real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+
+
+# TLS: verified against the CAs the client trusts, with SNI.
+
+
+@dataclass(frozen=True)
+class Tls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext  # trusts the server's self-signed certificate
+    names: list[str | None]  # the SNI names the server was offered
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.example.com")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hooks.example.com")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    names: list[str | None] = []
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    server.sni_callback = lambda _sock, server_name, _ctx: names.append(server_name)  # type: ignore[func-returns-value]
+    return Tls(server=server, client=ssl.create_default_context(cafile=str(cert_file)), names=names)
+
+
+async def test_tls_with_a_trusted_certificate_sends_sni_and_succeeds(tls: Tls, monkeypatch: pytest.MonkeyPatch) -> None:
+    tls.names.clear()
+    async with receiver(answer(200, b"secure"), tls.server) as (base, seen), client(ssl_context=tls.client) as c:
+        port = int(base.rsplit(":", 1)[1])
+        rebind(monkeypatch, {"hooks.example.com": ["127.0.0.1"]})
+        first = await c.post(f"https://hooks.example.com:{port}/hook", b"{}", HEADERS)
+        second = await c.post(f"https://hooks.example.com:{port}/hook", b"{}", HEADERS)
+    assert (first.status, first.excerpt, second.status) == (200, "secure", 200)
+    assert tls.names == ["hooks.example.com"]  # one handshake: the connection was reused
+    assert len(set(seen.ports)) == 1
+
+
+async def test_tls_certificate_not_trusted_is_a_tls_error(tls: Tls, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with receiver(answer(), tls.server) as (base, seen), client() as c:  # the system's CAs
+        port = int(base.rsplit(":", 1)[1])
+        rebind(monkeypatch, {"hooks.example.com": ["127.0.0.1"]})
+        response = await c.post(f"https://hooks.example.com:{port}/hook", b"{}", HEADERS)
+    assert response.error_kind == "tls_error"
+    assert seen.requests == []
+
+
+async def test_tls_certificate_for_another_name_is_a_tls_error(tls: Tls) -> None:
+    async with receiver(answer(), tls.server) as (base, seen), client(ssl_context=tls.client) as c:
+        response = await c.post(base + "/hook", b"{}", HEADERS)  # https://127.0.0.1: not the certificate's name
+    assert response.error_kind == "tls_error"
+    assert seen.requests == []
+
+
+async def test_plain_http_to_a_tls_receiver_is_a_connection_error(tls: Tls) -> None:
+    async with receiver(answer(), tls.server) as (base, _), client() as c:
+        response = await c.post(base.replace("https:", "http:") + "/hook", b"{}", HEADERS)
+    assert response.error_kind == "connection_error"

@@ -41,11 +41,23 @@ def test_the_readme_narrates_no_development_history():
     """The README and docs/ describe the product as it is (STYLE.md); benchmark explanations live in
     bench/README.md."""
     for doc in [README, *(p.read_text() for p in (ROOT / "docs").glob("*.md"))]:
-        for word in ("session", "we tried", "reverted", "no longer", "used to"):
+        for word in ("we tried", "reverted", "no longer", "used to"):
             assert word not in doc.lower(), word
+        # a work session, not a console session
+        assert not re.search(r"\b(this|last|previous|earlier|next|later|that|work) session\b", doc.lower())
 
 
 def test_the_readme_stays_a_short_users_document_and_its_links_to_docs_resolve():
     assert len(README.splitlines()) <= 570
     for target in re.findall(r"\]\((docs/[\w.-]+)\)", README):
         assert (ROOT / target).is_file(), target
+
+
+def test_every_image_the_docs_show_is_in_docs_img():
+    """`make screenshots` redraws them from the browser tests; a renamed view must not leave a hole."""
+    shown = re.findall(r"!\[[^\]]*\]\((docs/img/[\w.-]+)\)", README)
+    for doc in (ROOT / "docs").glob("*.md"):
+        shown += [f"docs/{path}" for path in re.findall(r"!\[[^\]]*\]\((img/[\w.-]+)\)", doc.read_text())]
+    assert len(shown) >= 4
+    for path in shown:
+        assert (ROOT / path).is_file(), path

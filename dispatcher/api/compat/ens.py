@@ -253,6 +253,7 @@ async def ens_create_callbacks(call: Call) -> Any:
                     conn, call.app[KEYRING], _account(call), name=item.callbackName, url=item.url, description=None,
                     max_batch_size=item.maxBatchSize, fmt="ens", lease=handshake.lease(s),
                 )  # fmt: skip
+            assert secret is not None  # an HMAC secret: ENS callbacks sign v1
             created.append((row, secret))
             failure = await _probe(call.app, row, key)
             if failure is not None:
