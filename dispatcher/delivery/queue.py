@@ -65,8 +65,14 @@ async def claim(
 
 
 async def complete(conn: Conn, *, worker: str, requests: Sequence[Request], results: Sequence[Result]) -> None:
-    """Log each request and apply each delivery's result, where `worker` still holds its lease."""
+    """Log each request and apply each delivery's result, where `worker` still holds its lease; a
+    finished delivery of an ordered callback then makes the next event of its message due. Call it in a
+    transaction: the release is a second statement, which sees what was queued while the first ran."""
     await conn.execute(SQL["complete"], *_columns(requests, 9), *_columns(results, 7), worker)
+    finished = [(requests[r.request - 1].callback_id, r.message_key, r.event_id, r.delivery_id)
+                for r in results if r.message_key is not None and r.status != "pending"]  # fmt: skip
+    if finished:
+        await conn.execute(SQL["release_next"], *_columns(finished, 4))
 
 
 async def take_token(conn: Conn, callback_id: int) -> float | None:

@@ -112,10 +112,9 @@ CROSS JOIN LATERAL (  -- each row's event from its own day's index: as a join, t
 -- callbacks deleted meanwhile are not logged; an attempt whose delivery another worker has finished
 -- meanwhile stays in the callback's attempt log only. The first request wakes the console's live streams
 -- of the accounts involved (one NOTIFY per statement on dispatcher_live; req is materialised, every row
--- computed once). An ordered callback's delivery ($15 its messageKey, $16 its event; NULL otherwise) decides
--- when the later events of its message are due: no sooner than its own next try while it stays pending
--- (claims would only find them waiting behind it until then); when it is finished, the next one of
--- them now (the others wait for their turn in the same way).
+-- computed once). An ordered callback's delivery ($15 its messageKey, $16 its event; NULL otherwise) that
+-- stays pending pushes the later events of its message to its own next try (claims would only find them
+-- waiting behind it until then); a finished one makes the next of them due in `release_next`.
 WITH req AS (
     SELECT nextval(pg_get_serial_sequence('attempts', 'id')) AS attempt_id, r.*,
            CASE WHEN r.n = 1 THEN pg_notify('dispatcher_live', (
@@ -144,17 +143,12 @@ u AS (
 ),
 behind AS (
     UPDATE queue f
-    SET next_attempt_at = CASE WHEN u.status = 'pending' THEN now() + make_interval(secs => u.delay) ELSE now() END
+    SET next_attempt_at = now() + make_interval(secs => u.delay)
     FROM u
-    WHERE u.message_key IS NOT NULL AND f.callback_id = u.callback_id AND f.message_key = u.message_key
-      AND f.event_id > u.event_id AND f.leased_until <= now() AND f.id NOT IN (SELECT id FROM u)
-      AND CASE WHEN u.status = 'pending' THEN f.next_attempt_at < now() + make_interval(secs => u.delay)
-               ELSE f.next_attempt_at > now()
-                    AND f.event_id = (SELECT n.event_id FROM queue n
-                                      WHERE n.callback_id = u.callback_id AND n.message_key = u.message_key
-                                        AND n.event_id > u.event_id
-                                      ORDER BY n.event_id
-                                      LIMIT 1) END
+    WHERE u.message_key IS NOT NULL AND u.status = 'pending'
+      AND f.callback_id = u.callback_id AND f.message_key = u.message_key AND f.event_id > u.event_id
+      AND f.leased_until <= now() AND f.id NOT IN (SELECT id FROM u)
+      AND f.next_attempt_at < now() + make_interval(secs => u.delay)
 ),
 finished AS (
     DELETE FROM queue d USING u
@@ -179,6 +173,22 @@ SET attempt_ids = d.attempt_ids || u.attempt_id,
     leased_until = CASE WHEN d.lease_owner = $17 THEN '-infinity' ELSE d.leased_until END
 FROM u
 WHERE d.id = u.id AND NOT (d.lease_owner IS NOT DISTINCT FROM $17 AND u.status <> 'pending')
+
+-- name: release_next
+-- The next event of each finished ordered delivery's message ($1-$4: callback, messageKey, event and id
+-- of the delivery) is due now. A statement of its own after `complete`, in the same transaction: the
+-- finish waited for any fan-out holding the finished row (KEY SHARE, sql/events.sql), so this snapshot
+-- sees what that fan-out queued behind it. A delivery still queued (its lease lost) releases nothing.
+UPDATE queue f
+SET next_attempt_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS u(callback_id, message_key, event_id, id)
+WHERE f.callback_id = u.callback_id AND f.message_key = u.message_key AND f.next_attempt_at > now()
+  AND f.leased_until <= now()
+  AND NOT EXISTS (SELECT 1 FROM queue d WHERE d.id = u.id)
+  AND f.event_id = (SELECT n.event_id FROM queue n
+                    WHERE n.callback_id = u.callback_id AND n.message_key = u.message_key AND n.event_id > u.event_id
+                    ORDER BY n.event_id
+                    LIMIT 1)
 
 -- name: lock_callbacks
 -- Current health of the callbacks a flush touches. NO KEY UPDATE: the deliveries being inserted for

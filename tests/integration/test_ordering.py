@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from dispatcher import events
 from dispatcher.settings import Settings
 from tests.conftest import Api, make_key, setup_callback, wait_until
 from tests.receiver import Received, Receiver
@@ -206,3 +207,40 @@ async def test_retrying_an_earlier_event_while_a_later_one_is_in_flight_waits_fo
     receiver.hold.set()
     await receiver.wait_for(8 + 2 + 1 + 1 + 1)
     assert key_and_type(receiver.events[-1]) == ("A", "sent")
+
+
+async def test_an_event_recorded_while_the_one_before_it_finishes_is_due_when_that_one_is_done(
+    api: Api, receiver: Receiver, database
+):
+    """The next event of a message, recorded in a transaction still open while the event before it is
+    being finished, is due as soon as that finish commits: it is not left waiting out of the claims' way."""
+    receiver.hold = asyncio.Event()
+    receiver.hold_when = lambda req: key_and_type(req) == ("A", "sent")
+    await ordered_callback(api, receiver)
+    await post(api, "A", "sent")
+    await receiver.wait_for(1)  # `sent` is at the receiver, its answer held
+    pool = database.pool
+    account_id = await pool.fetchval("SELECT id FROM accounts WHERE name = 'acme'")
+    sent_id = await pool.fetchval("SELECT id FROM events WHERE message_key = 'A' AND type = 'sent'")
+
+    async def first_finished_or_waiting() -> bool:
+        # The worker finishing `sent` has either committed, or waits for the transaction below (a lock).
+        gone = await pool.fetchval("SELECT count(*) = 0 FROM queue WHERE event_id = $1", sent_id)
+        waiting = await pool.fetchval(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return gone or waiting
+
+    async with pool.acquire() as conn, conn.transaction():
+        await events.record_event(conn, account_id, "delivered", "A", {})
+        receiver.hold.set()  # `sent` succeeds while `delivered` is not committed yet
+        await wait_until(first_finished_or_waiting)
+    await wait_until(lambda: _true_async(pool, "SELECT count(*) = 0 FROM queue WHERE event_id = $1", sent_id))
+    due = await pool.fetchval("SELECT coalesce(bool_and(next_attempt_at <= now()), true) FROM queue")
+    assert due is True  # `delivered` is due now (or already sent), not parked behind a finished event
+    await receiver.wait_for(2)
+    assert [key_and_type(r) for r in receiver.events] == [("A", "sent"), ("A", "delivered")]
+
+
+async def _true_async(pool: Any, sql: str, *args: Any) -> bool:
+    return bool(await pool.fetchval(sql, *args))
