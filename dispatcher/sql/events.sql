@@ -56,15 +56,16 @@ fan AS (
     -- One queued behind an earlier event of its message waits until that one is finished, which makes
     -- it due (queue.sql `release_next`), so claims do not walk it meanwhile: until the first one's next
     -- try, and 30 s at least. The KEY SHARE lock on that first row makes its finish (a DELETE) wait for
-    -- this insert's commit, so the release that follows it sees this row; a row being finished already
-    -- is waited for and skipped (the next one in line, or none: due now).
+    -- this insert's commit, so the release that follows it sees this row. A row being finished already
+    -- is skipped, not waited for (the next one in line, or none: due now; claims still keep the order),
+    -- so recording never waits for a worker, and the two cannot deadlock over several messages.
     INSERT INTO queue (account_id, event_id, callback_id, created_at, message_key, next_attempt_at)
     SELECT DISTINCT e.account_id, e.id, s.callback_id, e.recorded_at,
            CASE WHEN c.ordering = 'messageKey' THEN e.message_key END,
            CASE WHEN c.ordering = 'messageKey'
                 THEN coalesce((SELECT greatest(p.next_attempt_at, now() + interval '30 seconds') FROM queue p
                                WHERE p.callback_id = c.id AND p.message_key = e.message_key
-                               ORDER BY p.event_id LIMIT 1 FOR KEY SHARE), now())
+                               ORDER BY p.event_id LIMIT 1 FOR KEY SHARE SKIP LOCKED), now())
                 ELSE now() END
     FROM ins e
     JOIN subscriptions s ON s.account_id = e.account_id AND s.status = 'active'

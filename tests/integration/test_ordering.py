@@ -66,8 +66,8 @@ async def test_a_failing_event_holds_back_only_the_later_events_of_its_own_messa
     await ordered_callback(api, receiver)
     await post(api, "A", *STEPS)
     await post(api, "B", *STEPS)
-    await receiver.wait_for(failures["n"] + 6)
-    await wait_until(lambda: _true(len(ok) == 6))
+    await receiver.wait_for(failures["n"] + 6, timeout=45)  # eleven tries of A's `sent`, 0.3 s apart
+    await wait_until(lambda: _true(len(ok) == 6), timeout=45)
     got = delivered(receiver, ok)
     assert [t for k, t in got if k == "A"] == STEPS and [t for k, t in got if k == "B"] == STEPS
     assert got.index(("B", "opened")) < got.index(("A", "sent"))  # B flowed while A was held back
@@ -100,7 +100,7 @@ async def test_a_final_failure_releases_the_later_events_in_order(api: Api, rece
     receiver.answer = lambda req: 500 if key_and_type(req) == ("A", "sent") else None
     callback_id = await ordered_callback(api, receiver)
     await post(api, "A", *STEPS)
-    await receiver.wait_for(11 + 2)  # the first try and ten retries of `sent`, then the two after it
+    await receiver.wait_for(11 + 2, timeout=45)  # the first try and ten retries of `sent`, then the two after it
     tried = [key_and_type(r) for r in receiver.events]
     assert tried == [("A", "sent")] * 11 + [("A", "delivered"), ("A", "opened")]
     _, page = await api.get(f"/v1/callbacks/{callback_id}/deliveries?status=failed")
@@ -244,3 +244,44 @@ async def test_an_event_recorded_while_the_one_before_it_finishes_is_due_when_th
 
 async def _true_async(pool: Any, sql: str, *args: Any) -> bool:
     return bool(await pool.fetchval(sql, *args))
+
+
+async def test_recording_never_waits_for_the_finish_of_an_earlier_event_and_the_order_holds(
+    database, settings: Settings, aiohttp_client, receiver: Receiver
+):
+    """An event recorded while the earlier event of its message is being finished (its row deleted, not yet
+    committed) is recorded at once, and if that finish is undone, still goes only after the earlier one."""
+    from dispatcher.runtime import create_app
+
+    slow_retries = settings.model_copy(update={"retry_schedule": [3600.0]})  # `sent` waits an hour after a 500
+    api = Api(await aiohttp_client(create_app(slow_retries, database=database)), await make_key(database, "acme"))
+    first_try = {"done": False}
+
+    def answer(req: Received) -> int | None:
+        if key_and_type(req) == ("A", "sent") and not first_try["done"]:
+            first_try["done"] = True
+            return 500
+        return None
+
+    receiver.answer = answer
+    callback_id = await ordered_callback(api, receiver)
+    await post(api, "A", "sent")
+
+    async def pending_sent() -> str | None:
+        _, page = await api.get(f"/v1/callbacks/{callback_id}/deliveries?status=pending")
+        held = [d for d in page["deliveries"] if d["attemptCount"] == 1]
+        return held[0]["deliveryId"] if held else None
+
+    delivery_id = await wait_until(pending_sent)
+    async with database.pool.acquire() as conn:
+        finish = conn.transaction()
+        await finish.start()
+        await conn.execute("DELETE FROM queue WHERE message_key = 'A'")  # a finish in progress
+        await asyncio.wait_for(post(api, "A", "delivered"), timeout=10)  # recorded meanwhile: nothing waits
+        await finish.rollback()  # … and the finish undone: `sent` is still first in line
+    await post(api, "B", "sent")  # the marker
+    await receiver.wait_for(2)
+    assert [key_and_type(r) for r in receiver.events] == [("A", "sent"), ("B", "sent")]
+    assert (await api.post(f"/v1/deliveries/{delivery_id}/retry"))[0] == 202
+    await receiver.wait_for(4)
+    assert [key_and_type(r) for r in receiver.events][2:] == [("A", "sent"), ("A", "delivered")]
