@@ -82,6 +82,20 @@ async def test_the_backlog_refreshes_itself_when_deliveries_queue(page: Page, ap
     assert dialogs == []
 
 
+async def test_a_change_between_the_pages_rendering_and_its_stream_shows_up(page: Page, api, receiver, database):
+    """A delivery queued after the overview was rendered but before its stream started is shown anyway."""
+    callback_id, _ = await setup_callback(api, receiver)
+    await database.pool.execute("UPDATE callbacks SET status = 'disabled' WHERE id = $1", int(callback_id[3:]))
+
+    async def queue_one_first(route: Any) -> None:  # the stream's request waits until the event is recorded
+        await api.post("/v1/events", {"type": "sent", "messageKey": "in-between"})
+        await route.continue_()
+
+    await page.route(re.compile(r"/live/stream"), queue_one_first)
+    await sign_in(page, api.key, "/console/overview")
+    await expect(page.locator('[data-figure="queued"]')).to_have_text("1")
+
+
 async def test_the_live_page_shows_a_new_event_without_a_reload(page: Page, api, receiver, screenshots: Path):
     await setup_callback(api, receiver, name="orders")
     await api.post("/v1/events", {"type": "sent", "messageKey": "before"})

@@ -107,7 +107,16 @@ document.addEventListener("submit", (event) => {
 
   const source = new EventSource(url, { withCredentials: true });
   show("connecting", "Connecting…");
-  source.addEventListener("open", () => show("live", "Live: new events and outcomes appear as they happen."));
+  let opened = false;
+  source.addEventListener("open", () => {
+    show("live", "Live: new events and outcomes appear as they happen.");
+    // A stream opened without a cursor starts where the database is now: catch up once with what
+    // changed between the page's rendering and this moment (later changes come from the stream).
+    if (!opened && !(holder && holder.dataset.liveAfter)) {
+      refreshers.forEach((el) => refresh(el));
+    }
+    opened = true;
+  });
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
       show("closed", "Disconnected (the session may have ended). Reload the page.");
